@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine with only Python 3.11+:
+#   make run    install, then verify + benchmark the embedded default config into results/
+#   make test   install, then lint, type-check and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+install: $(STAMP)
+
+# Re-runs only when the requirements change (idempotent); the constraints file pins the
+# CPU builds this machine needs while pyproject.toml keeps ranges.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/matmul-harness run
+
+lint: install
+	$(VENV)/bin/ruff check harness tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV)

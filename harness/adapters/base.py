@@ -1,0 +1,95 @@
+"""What every adapter is: a small class over one framework's own matmul and autodiff.
+
+Defining or importing an adapter class costs nothing: each imports its framework inside
+`__init__` (the framework may be missing, slow to import, or broken, and the orchestrator
+must never load one). Capabilities are data, so the orchestrator can plan and skip cells
+without instantiating anything.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.cases import Inputs
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    devices: tuple[str, ...]  # devices the framework can target at all ("cpu", "gpu")
+    dtypes: tuple[str, ...]  # dtype names it computes matmul gradients in
+    forward_mode: bool = False  # has forward-mode autodiff (JVP)
+    # Reduces a broadcast gradient from per-batch partial products rounded to the storage
+    # dtype (TensorFlow), which the tolerance must allow for in float16/bfloat16.
+    rounded_broadcast_partials: bool = False
+    unsupported: tuple[tuple[str, str], ...] = ()  # (dtype, reason) for documented gaps
+
+
+class AdapterUnavailable(RuntimeError):
+    """The framework, device or dtype cannot run here: a skip with this message as reason."""
+
+
+class Adapter:
+    """Base class; subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    module: ClassVar[str]  # importable module whose absence makes every cell a skip
+    install_hint: ClassVar[str]  # how to install it, shown in skip reasons
+    capabilities: ClassVar[Capabilities]
+
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether the framework is importable, found without importing it."""
+        return importlib.util.find_spec(cls.module) is not None
+
+    @classmethod
+    def unsupported_reason(cls, device: str, dtype: str) -> str | None:
+        """Why (device, dtype) is outside the adapter's capabilities, or None."""
+        caps = cls.capabilities
+        if device not in caps.devices:
+            return f"{cls.name} has no {device} backend"
+        for name, why in caps.unsupported:
+            if name == dtype:
+                return why
+        if dtype not in caps.dtypes:
+            return f"{cls.name} does not support {dtype}"
+        return None
+
+    def version(self) -> str:
+        raise NotImplementedError("The 'version' method must be implemented.")
+
+    def device_reason(self, device: str) -> str | None:
+        """None when `device` is usable now, else why not (e.g. no GPU visible)."""
+        raise NotImplementedError("The 'device_reason' method must be implemented.")
+
+    def precision(self, device: str, dtype: str) -> str:
+        """The float32 matmul mode in force: "ieee", "tf32", "bf16" or "bf16x3"."""
+        raise NotImplementedError("The 'precision' method must be implemented.")
+
+    def to_device(self, a: np.ndarray, device: str) -> Any:
+        raise NotImplementedError("The 'to_device' method must be implemented.")
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        """The one exit to numpy; keeps the dtype (bfloat16 as ml_dtypes.bfloat16)."""
+        raise NotImplementedError("The 'to_numpy' method must be implemented.")
+
+    def forward(self, x: Any, w: Any) -> Any:
+        raise NotImplementedError("The 'forward' method must be implemented.")
+
+    def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
+        """`(Y, dX, dW)` from the framework's own reverse-mode autodiff."""
+        raise NotImplementedError("The 'vjp' method must be implemented.")
+
+    def sync(self, outputs: tuple[Any, ...]) -> None:
+        """Block until `outputs` are computed (asynchronous GPU dispatch)."""
+        raise NotImplementedError("The 'sync' method must be implemented.")
+
+    def run(self, inputs: Inputs, device: str) -> dict[str, np.ndarray]:
+        """Place the inputs, run forward and backward, and bring the results back."""
+        x, w, g = (self.to_device(a, device) for a in (inputs.x, inputs.w, inputs.g))
+        y, dx, dw = self.vjp(x, w, g)
+        self.sync((y, dx, dw))
+        return {"Y": self.to_numpy(y), "dX": self.to_numpy(dx), "dW": self.to_numpy(dw)}

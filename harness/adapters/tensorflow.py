@@ -1,0 +1,78 @@
+"""TensorFlow: gradients from `tf.GradientTape`.
+
+`tf.matmul` and `@` reject rank < 2; `tf.experimental.numpy.matmul` follows numpy's 1-D
+rules and differentiates correctly, so it is the product under test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harness.adapters.base import Adapter, Capabilities
+
+ALL_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+
+
+class TensorFlowAdapter(Adapter):
+    name = "tensorflow"
+    module = "tensorflow"
+    install_hint = "pip install 'matmul-harness[tensorflow]'"
+    capabilities = Capabilities(
+        devices=("cpu", "gpu"),
+        dtypes=ALL_DTYPES,
+        forward_mode=True,
+        # Broadcast gradients are per-batch products rounded to the storage dtype, then
+        # reduce_sum (NUMERICS.md), which the float16/bfloat16 bound must allow for.
+        rounded_broadcast_partials=True,
+    )
+
+    def __init__(self, pin_precision: bool = True) -> None:
+        import tensorflow as tf
+
+        if pin_precision:
+            # TF computes float32 GEMMs in TF32 on Ampere+ GPUs by default
+            # (tensorflow#127346); full float32 is what the tolerance assumes.
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+        self.tf = tf
+
+    def version(self) -> str:
+        return str(self.tf.__version__)
+
+    def device_reason(self, device: str) -> str | None:
+        if device == "cpu" or self.tf.config.list_physical_devices("GPU"):
+            return None
+        return "no GPU visible to tensorflow"
+
+    def precision(self, device: str, dtype: str) -> str:
+        if device == "gpu" and self.tf.config.experimental.tensor_float_32_execution_enabled():
+            return "tf32"
+        return "ieee"
+
+    def to_device(self, a: np.ndarray, device: str) -> Any:
+        with self.tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+            return self.tf.identity(self.tf.constant(a))
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        return np.asarray(t.numpy())
+
+    def forward(self, x: Any, w: Any) -> Any:
+        with self.tf.device(x.device):
+            return self.tf.experimental.numpy.matmul(x, w)
+
+    def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
+        tf = self.tf
+        with tf.device(x.device), tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = tf.experimental.numpy.matmul(x, w)
+        # An empty product leaves a gradient unconnected; TF's convention for that is
+        # None, whose value is zero.
+        dx, dw = tape.gradient(
+            y, [x, w], output_gradients=g, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        return y, dx, dw
+
+    def sync(self, outputs: tuple[Any, ...]) -> None:
+        if any("GPU" in t.device for t in outputs):
+            self.tf.test.experimental.sync_devices()

@@ -1,0 +1,85 @@
+"""PyTorch: gradients from `torch.autograd`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from harness.adapters.base import Adapter, Capabilities
+
+ALL_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    module = "torch"
+    install_hint = "pip install 'matmul-harness[torch]'"
+    capabilities = Capabilities(
+        devices=("cpu", "gpu"),
+        dtypes=ALL_DTYPES,
+        forward_mode=True,
+        # When both operands broadcast (x (2,1,M,K) @ w (1,3,K,N)) autograd cannot fold the
+        # batch into one GEMM: it rounds per-batch products to the dtype and sums them
+        # (measured here: float16/bfloat16 dW up to 52x the plain bound without this).
+        rounded_broadcast_partials=True,
+    )
+
+    def __init__(self, pin_precision: bool = True) -> None:
+        import torch
+
+        self.torch = torch
+        if pin_precision:
+            # Full float32 on GPU: no TF32, and float16/bfloat16 GEMMs reduce split-K
+            # partials in float32 (pytorch#116870 shows the low-precision default's error).
+            torch.set_float32_matmul_precision("highest")
+            matmul = torch.backends.cuda.matmul
+            matmul.allow_tf32 = False
+            matmul.allow_fp16_reduced_precision_reduction = False
+            matmul.allow_bf16_reduced_precision_reduction = False
+
+    def version(self) -> str:
+        return str(self.torch.__version__)
+
+    def device_reason(self, device: str) -> str | None:
+        if device == "cpu":
+            return None
+        if not self.torch.cuda.is_available():
+            return "no CUDA GPU visible to torch"
+        return None
+
+    def precision(self, device: str, dtype: str) -> str:
+        mode = self.torch.get_float32_matmul_precision()
+        if device == "gpu" and self.torch.backends.cuda.matmul.allow_tf32:
+            return "tf32"
+        return {"highest": "ieee", "high": "tf32", "medium": "bf16"}.get(mode, mode)
+
+    def to_device(self, a: np.ndarray, device: str) -> Any:
+        torch = self.torch
+        dev = "cuda" if device == "gpu" else "cpu"
+        if a.dtype == ml_dtypes.bfloat16:
+            # torch.from_numpy knows no ml_dtypes; bfloat16 -> float32 -> bfloat16 is exact
+            return torch.from_numpy(a.astype(np.float32)).to(dev, torch.bfloat16)
+        # np.ascontiguousarray would turn a 0-D array into 1-D
+        return torch.from_numpy(np.array(a, order="C", copy=True)).to(dev)
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        t = t.detach().cpu()
+        if t.dtype == self.torch.bfloat16:
+            return np.asarray(t.float().numpy().astype(ml_dtypes.bfloat16))
+        return np.asarray(t.numpy())
+
+    def forward(self, x: Any, w: Any) -> Any:
+        return self.torch.matmul(x, w)
+
+    def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
+        x = x.detach().requires_grad_(True)
+        w = w.detach().requires_grad_(True)
+        y = self.torch.matmul(x, w)
+        dx, dw = self.torch.autograd.grad(y, (x, w), grad_outputs=g)
+        return y, dx, dw
+
+    def sync(self, outputs: tuple[Any, ...]) -> None:
+        if any(t.is_cuda for t in outputs):
+            self.torch.cuda.synchronize()

@@ -1,0 +1,118 @@
+"""Cases (`X` and `W` shapes), their matmul geometry, and deterministic inputs.
+
+A case is only shapes; the values are generated here, in the dtype under test, from the
+config's seed, the case name and the dtype name, so the orchestrator (which builds the
+reference) and a worker (which runs a framework) draw the same rounded values without
+shipping arrays between processes.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.dtypes import DType
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ValueError):
+    """Shapes that numpy's matmul rejects (0-D operand, mismatched core or batch dims)."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What numpy's matmul makes of two shapes, after promoting 1-D operands."""
+
+    batch: Shape  # broadcast batch dims of Y
+    m: int
+    k: int
+    n: int
+    y_shape: Shape  # with the dims added for 1-D operands removed again
+    x_multiplicity: int  # how many Y batches each element of X feeds (broadcast count)
+    w_multiplicity: int
+
+    @property
+    def flops(self) -> int:
+        """Real multiply-adds of the forward product, times two."""
+        return 2 * math.prod(self.batch) * self.m * self.k * self.n
+
+
+def geometry(x: Shape, w: Shape) -> Geometry:
+    """Geometry of `X @ W`; ShapeError says why numpy would refuse the shapes."""
+    if len(x) == 0 or len(w) == 0:
+        raise ShapeError(f"0-D operand (x={list(x)}, w={list(w)}): matmul needs at least 1-D")
+    x2 = (1, *x) if len(x) == 1 else x
+    w2 = (*w, 1) if len(w) == 1 else w
+    if x2[-1] != w2[-2]:
+        raise ShapeError(
+            f"core dims do not match: x={list(x)} has K={x2[-1]}, w={list(w)} has K={w2[-2]}"
+        )
+    xb, wb = x2[:-2], w2[:-2]
+    try:
+        batch = tuple(np.broadcast_shapes(xb, wb))
+    except ValueError:
+        raise ShapeError(
+            f"batch dims do not broadcast: x={list(x)} has {list(xb)}, w={list(w)} has {list(wb)}"
+        ) from None
+    m, k, n = x2[-2], x2[-1], w2[-1]
+    y = (*batch, *((m,) if len(x) > 1 else ()), *((n,) if len(w) > 1 else ()))
+    nb = math.prod(batch)
+    return Geometry(
+        batch=batch,
+        m=m,
+        k=k,
+        n=n,
+        y_shape=y,
+        x_multiplicity=nb // math.prod(xb) if math.prod(xb) else 0,
+        w_multiplicity=nb // math.prod(wb) if math.prod(wb) else 0,
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    x: Shape
+    w: Shape
+
+    @property
+    def geometry(self) -> Geometry:
+        return geometry(self.x, self.w)
+
+    @property
+    def label(self) -> str:
+        """Shapes as users write them: `1x3 @ 3x4`."""
+        return f"{_fmt(self.x)} @ {_fmt(self.w)}"
+
+
+def _fmt(shape: Shape) -> str:
+    return "x".join(map(str, shape)) if shape else "()"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """`X`, `W` and the upstream gradient `G`, all in the dtype under test."""
+
+    x: np.ndarray
+    w: np.ndarray
+    g: np.ndarray
+
+
+def make_inputs(case: Case, dtype: DType, seed: int) -> Inputs:
+    """Zero-mean normal values rounded to `dtype`, deterministic per (seed, case, dtype)."""
+    key = zlib.crc32(f"{case.name}\0{dtype.name}".encode())
+    rng = np.random.default_rng([seed, key])
+    shapes = (case.x, case.w, case.geometry.y_shape)
+    x, w, g = (_draw(rng, s, dtype) for s in shapes)
+    return Inputs(x, w, g)
+
+
+def _draw(rng: np.random.Generator, shape: Shape, dtype: DType) -> np.ndarray:
+    if dtype.is_complex:
+        # unit variance overall: real and imaginary parts each N(0, 1/2)
+        z = rng.standard_normal((2, *shape)) * math.sqrt(0.5)
+        return np.asarray(z[0] + 1j * z[1]).astype(dtype.numpy)
+    return np.asarray(rng.standard_normal(shape)).astype(dtype.numpy)

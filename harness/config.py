@@ -1,0 +1,189 @@
+"""Loading and strictly validating run configs (YAML).
+
+Every problem is a `ConfigError` whose one-line message names the file, the key or case,
+what was received and what is allowed; the CLI prints it and exits 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.cases import Case, ShapeError, geometry
+from harness.dtypes import DEVICES, DTYPES
+
+KEYS: tuple[str, ...] = ("frameworks", "devices", "dtypes", "cases", "seed")
+CASE_KEYS: tuple[str, ...] = ("name", "x", "w")
+DEFAULT_NAME = "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is meant for the user as is."""
+
+
+@dataclass(frozen=True)
+class Config:
+    frameworks: tuple[str, ...]
+    devices: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    cases: tuple[Case, ...]
+    seed: int
+    source: str  # where it came from, for messages and the run record
+
+
+def default_path() -> Path:
+    """The embedded default config: configs/default.yaml.
+
+    In a checkout (and an editable install) it is read in place; a wheel ships the same
+    file as the `harness.configs` package data (see pyproject.toml).
+    """
+    checkout = Path(__file__).resolve().parents[1] / "configs" / DEFAULT_NAME
+    if checkout.is_file():
+        return checkout
+    return Path(str(importlib.resources.files("harness.configs") / DEFAULT_NAME))
+
+
+def load(path: str | Path | None, known_frameworks: Sequence[str]) -> Config:
+    """Read and validate a config file; `None` means the embedded default."""
+    p = Path(path) if path is not None else default_path()
+    src = str(path) if path is not None else f"{DEFAULT_NAME} (embedded default)"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{src}: config file not found; pass an existing --config") from None
+    except OSError as exc:
+        raise ConfigError(f"{src}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{src}: YAML syntax error{where}: {problem}") from None
+    return parse(data, src, known_frameworks)
+
+
+def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
+    """Validate an already-parsed mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{src}: expected a mapping with keys {', '.join(KEYS)}; "
+            f"received {type(data).__name__}"
+        )
+    _check_keys(data, KEYS, src, "key")
+    return Config(
+        frameworks=_names(data, "frameworks", known_frameworks, src),
+        devices=_names(data, "devices", DEVICES, src),
+        dtypes=_names(data, "dtypes", tuple(DTYPES), src),
+        cases=_cases(data.get("cases"), src),
+        seed=_seed(data.get("seed", 0), src),
+        source=src,
+    )
+
+
+def _check_keys(data: dict[Any, Any], allowed: Sequence[str], src: str, what: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(
+                f"{src}: unknown {what} {key!r}{_did_you_mean(str(key), allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+
+
+def _did_you_mean(got: str, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(got, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _names(data: dict[str, Any], key: str, allowed: Sequence[str], src: str) -> tuple[str, ...]:
+    """A list of names drawn from `allowed`; a missing key means all of them."""
+    if key not in data:
+        return tuple(allowed)
+    value = data[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{src}: {key} must be a non-empty list drawn from {', '.join(allowed)}; "
+            f"received {value!r}"
+        )
+    for item in value:
+        if item not in allowed:
+            raise ConfigError(
+                f"{src}: {key}: unknown value {item!r}{_did_you_mean(str(item), allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+    return tuple(dict.fromkeys(value))  # de-duplicated, order kept
+
+
+def validate_selection(
+    values: Sequence[str], allowed: Sequence[str], flag: str
+) -> tuple[str, ...]:
+    """Check command-line selections (`--dtype`, ...) with the same wording as configs."""
+    for v in values:
+        if v not in allowed:
+            raise ConfigError(
+                f"{flag} {v!r}: unknown value{_did_you_mean(v, allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+    return tuple(dict.fromkeys(values))
+
+
+def _seed(value: Any, src: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{src}: seed must be a non-negative integer; received {value!r}")
+    return value
+
+
+def _cases(value: Any, src: str) -> tuple[Case, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{src}: cases must be a non-empty list of {{name, x: [dims], w: [dims]}}; "
+            f"received {value!r}"
+        )
+    cases: list[Case] = []
+    for i, item in enumerate(value):
+        case = _case(item, f"{src}: cases[{i}]")
+        if any(c.name == case.name for c in cases):
+            raise ConfigError(f"{src}: cases[{i}]: duplicate case name {case.name!r}")
+        cases.append(case)
+    return tuple(cases)
+
+
+def _case(item: Any, where: str) -> Case:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a mapping {{name, x, w}}; received {item!r}")
+    _check_keys(item, CASE_KEYS, where, "case key")
+    for key in CASE_KEYS:
+        if key not in item:
+            raise ConfigError(f"{where}: missing key {key!r}; a case needs {', '.join(CASE_KEYS)}")
+    name = item["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: name must be a non-empty string; received {name!r}")
+    where = f"{where} ({name})"
+    x, w = _shape(item["x"], f"{where}: x"), _shape(item["w"], f"{where}: w")
+    try:
+        geometry(x, w)
+    except ShapeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return Case(name=name, x=x, w=w)
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of dims such as [3, 4]; received {value!r}")
+    if not value:
+        raise ConfigError(f"{where} is [] (a 0-D operand); matmul needs at least 1-D")
+    for d in value:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise ConfigError(
+                f"{where} must hold non-negative integers; received {value!r} "
+                f"(bad dim {d!r})"
+            )
+    return tuple(value)

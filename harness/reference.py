@@ -1,0 +1,76 @@
+"""The only place the matmul derivative formulas live.
+
+For `Y = X @ W` and upstream gradient `G = dL/dY` (numpy `matmul` semantics):
+    dX = G · Wᴴ   summed back to X's shape over the batch dims X was broadcast along
+    dW = Xᴴ · G   summed back to W's shape likewise
+A 1-D `X (K,)` is promoted to `(1, K)` and a 1-D `W (K,)` to `(K, 1)`; the added dims are
+removed from `Y`, `G`, `dX` and `dW` again. For real dtypes ᴴ is the plain transpose; for
+complex ones this is the PyTorch/TensorFlow convention (∂L/∂Re + i·∂L/∂Im of a real loss).
+
+`matmul_vjp` works in whatever dtype it is given: the reference calls it in
+float64/complex128 on the rounded inputs, and the numpy adapter calls it in the dtype under
+test (numpy has no autodiff: its backward *is* this formula, which makes it the baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.cases import Inputs
+
+QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW")
+
+
+def _mT(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+def sum_to_shape(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum `a` over the leading dims `shape` lacks and the dims where `shape` has size 1."""
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1
+    )
+    out = a.sum(axis=axes, keepdims=True) if axes else a
+    return out.reshape(shape)
+
+
+def matmul_vjp(
+    x: np.ndarray, w: np.ndarray, g: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(Y, dX, dW)` of `Y = X @ W` for upstream gradient `g`, in the inputs' dtype."""
+    x2 = x[None, :] if x.ndim == 1 else x
+    w2 = w[:, None] if w.ndim == 1 else w
+    g2 = g
+    if x.ndim == 1:
+        g2 = np.expand_dims(g2, -2 if w.ndim > 1 else 0)
+    if w.ndim == 1:
+        g2 = np.expand_dims(g2, -1)
+    y = np.matmul(x, w)
+    dx = sum_to_shape(np.matmul(g2, _mT(w2).conj()), x2.shape)
+    dw = sum_to_shape(np.matmul(_mT(x2).conj(), g2), w2.shape)
+    return y, dx.reshape(x.shape), dw.reshape(w.shape)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Exact-ish results (float64/complex128) and the magnitude sums the bound scales with.
+
+    `scale[q]` is `|X|·|W|` for Y, `|G|·|W|ᵀ` for dX and `|X|ᵀ·|G|` for dW, with the same
+    broadcast reductions: the `S` of the Higham bound in NUMERICS.md.
+    """
+
+    values: dict[str, np.ndarray]
+    scale: dict[str, np.ndarray]
+
+
+def reference(inputs: Inputs) -> Reference:
+    """The float64/complex128 reference computed from the same rounded inputs."""
+    hi = np.result_type(inputs.x.dtype, np.float64) if inputs.x.dtype.kind == "c" else np.float64
+    x, w, g = (np.asarray(a, dtype=hi) for a in (inputs.x, inputs.w, inputs.g))
+    values = dict(zip(QUANTITIES, matmul_vjp(x, w, g), strict=True))
+    ax, aw, ag = (np.abs(a).astype(np.float64) for a in (x, w, g))
+    scale = dict(zip(QUANTITIES, matmul_vjp(ax, aw, ag), strict=True))
+    return Reference(values=values, scale=scale)
