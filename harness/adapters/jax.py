@@ -47,8 +47,9 @@ class JaxAdapter(Adapter):
     def device_reason(self, device: str) -> str | None:
         try:
             self._device(device)
-        except RuntimeError as exc:
-            return f"no {device} backend in jax: {str(exc).splitlines()[0]}"
+        except RuntimeError:
+            platforms = sorted({d.platform for d in self.jax.devices()})
+            return f"no GPU visible to jax (platforms present: {', '.join(platforms)})"
         return None
 
     def precision(self, device: str, dtype: str) -> str:

@@ -1,0 +1,318 @@
+"""Plans the cells of a run, runs each framework in its own worker, checks what comes back.
+
+The orchestrator imports no framework. Each framework's cells go to a worker process
+(`harness.worker`, started with *spawn*); results stream back over a pipe and are checked
+here against the float64 reference, so a worker that crashes, hangs or raises loses only
+the cell it was on: that cell becomes `error` with the cause, and a fresh worker takes the
+framework's remaining cells. Other frameworks' results are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import multiprocessing
+import signal
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import worker
+from harness.adapters import Adapter, RegistryError, load
+from harness.cases import Case, make_inputs
+from harness.checks import check
+from harness.config import Config
+from harness.dtypes import get
+from harness.reference import QUANTITIES, Reference, reference
+from harness.results import Row
+from harness.tolerance import params
+from harness.worker import Task
+
+CELL_TIMEOUT_S = 300.0  # one cell, worst case a large product on a slow CPU
+STARTUP_TIMEOUT_S = 300.0  # importing a framework and finding its devices
+STDERR_TAIL_LINES = 5
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    framework: str
+    device: str
+    dtype: str
+    case: Case
+
+
+def plan(config: Config) -> list[Cell]:
+    """Every framework x device x dtype x case of the config, in report order."""
+    return [
+        Cell(f, d, t, c)
+        for f in config.frameworks
+        for d in config.devices
+        for t in config.dtypes
+        for c in config.cases
+    ]
+
+
+@functools.lru_cache(maxsize=16)
+def _reference(case: Case, dtype: str, seed: int) -> Reference:
+    return reference(make_inputs(case, get(dtype), seed))
+
+
+def _rows(cell: Cell, status: str, reason: str, version: str, **kw: Any) -> list[Row]:
+    """The three rows (Y, dX, dW) of a cell that shares one status and reason."""
+    return [_row(cell, q, status, reason, version, **kw) for q in QUANTITIES]
+
+
+def _row(
+    cell: Cell,
+    quantity: str,
+    status: str,
+    reason: str,
+    version: str,
+    *,
+    max_abs_err: float = float("nan"),
+    ratio: float = float("nan"),
+    k_eff: int = -1,
+    precision: str = "",
+) -> Row:
+    c = cell.case
+    return Row(
+        framework=cell.framework,
+        device=cell.device,
+        dtype=cell.dtype,
+        case=c.name,
+        x_shape="x".join(map(str, c.x)),
+        w_shape="x".join(map(str, c.w)),
+        quantity=quantity,
+        status=status,
+        reason=reason,
+        max_abs_err=max_abs_err,
+        ratio=ratio,
+        k_eff=k_eff,
+        precision=precision,
+        framework_version=version,
+    )
+
+
+def judge(
+    cell: Cell,
+    outputs: dict[str, np.ndarray],
+    adapter: type[Adapter],
+    precision: str,
+    version: str,
+    seed: int,
+) -> list[Row]:
+    """Check a cell's outputs against the reference: one row per quantity."""
+    ref = _reference(cell.case, cell.dtype, seed)
+    dtype, geo = get(cell.dtype), cell.case.geometry
+    rounded = adapter.capabilities.rounded_broadcast_partials
+    rows = []
+    for q in QUANTITIES:
+        p = params(q, geo, rounded_partials=rounded)
+        if q not in outputs:
+            rows.append(_row(cell, q, "fail", f"{q}: missing from the adapter's results",
+                             version, k_eff=p.k_eff, precision=precision))
+            continue
+        o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, precision)
+        rows.append(
+            _row(cell, q, o.status, o.reason, version, max_abs_err=o.max_abs_err,
+                 ratio=o.ratio, k_eff=p.k_eff, precision=precision)
+        )
+    return rows
+
+
+def _installed_version(module: str) -> str:
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.version(module)
+    return ""
+
+
+@dataclass
+class _Worker:
+    framework: str
+    adapter: type[Adapter]
+    pending: deque[tuple[Task, Cell]]
+    process: Any
+    conn: Connection
+    log: Path
+    deadline: float
+    version: str = ""
+    started: bool = False
+
+
+@dataclass
+class Runner:
+    """Runs planned cells through workers; `on_rows` sees rows as soon as they exist."""
+
+    config: Config
+    on_rows: Callable[[list[Row]], None]
+    progress: Progress | None = None
+    jobs: int = 2
+    cell_timeout: float = CELL_TIMEOUT_S
+    _done: int = 0
+    _total: int = 0
+    _logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="harness-")))
+
+    def run(self, cells: Sequence[Cell]) -> None:
+        self._total = len(cells)
+        queue: deque[tuple[str, type[Adapter], list[tuple[Task, Cell]]]] = deque()
+        for name in dict.fromkeys(c.framework for c in cells):
+            mine = [(i, c) for i, c in enumerate(cells) if c.framework == name]
+            runnable = self._static(name, mine)
+            if runnable:
+                queue.append(runnable)
+        ctx = multiprocessing.get_context("spawn")
+        active: list[_Worker] = []
+        try:
+            while queue or active:
+                while queue and len(active) < max(1, self.jobs):
+                    name, adapter, todo = queue.popleft()
+                    active.append(self._start(ctx, name, adapter, todo))
+                self._step(active, queue)
+        finally:
+            for w in active:
+                self._stop(w)
+
+    def _emit(self, rows: list[Row], framework: str) -> None:
+        self.on_rows(rows)
+        self._done += 1
+        if self.progress:
+            self.progress(self._done, self._total, framework)
+
+    def _static(
+        self, name: str, mine: list[tuple[int, Cell]]
+    ) -> tuple[str, type[Adapter], list[tuple[Task, Cell]]] | None:
+        """Settle what needs no worker: unknown or missing frameworks, unsupported dtypes."""
+        try:
+            adapter = load(name)
+        except RegistryError as exc:
+            for _, cell in mine:
+                self._emit(_rows(cell, "error", str(exc), ""), name)
+            return None
+        if not adapter.installed():
+            why = f"{adapter.module} is not installed: {adapter.install_hint}"
+            for _, cell in mine:
+                self._emit(_rows(cell, "skip", why, ""), name)
+            return None
+        version = _installed_version(adapter.module)
+        todo = []
+        for i, cell in mine:
+            reason = adapter.unsupported_reason(cell.device, cell.dtype)
+            if reason:
+                self._emit(_rows(cell, "skip", reason, version), name)
+            else:
+                todo.append((Task(i, cell.case, cell.dtype, cell.device), cell))
+        return (name, adapter, todo) if todo else None
+
+    def _start(
+        self, ctx: Any, name: str, adapter: type[Adapter], todo: list[tuple[Task, Cell]]
+    ) -> _Worker:
+        log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=self._logdir)[1])
+        recv, send = ctx.Pipe(duplex=False)
+        tasks = [t for t, _ in todo]
+        proc = ctx.Process(
+            target=worker.main,
+            args=(name, tasks, self.config.seed, send, str(log)),
+            name=f"harness-{name}",
+            daemon=True,
+        )
+        proc.start()
+        send.close()  # the child holds the only write end: EOF means it is gone
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.cell_timeout
+        return _Worker(name, adapter, deque(todo), proc, recv, log, deadline)
+
+    def _step(self, active: list[_Worker], queue: deque[Any]) -> None:
+        timeout = max(0.0, min(w.deadline for w in active) - time.monotonic())
+        ready = wait([w.conn for w in active], timeout=timeout)
+        for w in list(active):
+            if w.conn in ready:
+                try:
+                    msg = w.conn.recv()
+                except (EOFError, OSError):
+                    self._lost(w, active, queue, self._death_cause(w))
+                    continue
+                self._handle(w, msg, active)
+            elif time.monotonic() > w.deadline:
+                what = "start-up" if not w.started else "cell"
+                limit = STARTUP_TIMEOUT_S + self.cell_timeout if not w.started else self.cell_timeout
+                self._lost(w, active, queue, f"timeout after {limit:g} s ({what})", kill=True)
+
+    def _handle(self, w: _Worker, msg: dict[str, Any], active: list[_Worker]) -> None:
+        w.deadline = time.monotonic() + self.cell_timeout
+        if msg["event"] == "hello":
+            w.version, w.started = msg["version"], True
+            return
+        if msg["event"] == "fatal":
+            while w.pending:
+                _, cell = w.pending.popleft()
+                self._emit(_rows(cell, "error", msg["reason"], w.version), w.framework)
+            return
+        task, cell = w.pending.popleft()
+        if task.index != msg["index"]:  # the protocol is ours: a mismatch is our bug
+            raise RuntimeError(f"worker {w.framework} answered cell {msg['index']}, "
+                               f"expected {task.index}")
+        if msg["status"] == "ok":
+            rows = judge(cell, msg["outputs"], w.adapter, msg["precision"], w.version,
+                         self.config.seed)
+        else:
+            rows = _rows(cell, msg["status"], msg["reason"], w.version,
+                         precision=msg["precision"])
+        self._emit(rows, w.framework)
+        if not w.pending:
+            self._stop(w)
+            active.remove(w)
+
+    def _lost(
+        self, w: _Worker, active: list[_Worker], queue: deque[Any], cause: str, kill: bool = False
+    ) -> None:
+        """A worker died or hung: its current cell is an error, a new worker gets the rest."""
+        if kill:
+            w.process.kill()
+        self._stop(w)
+        active.remove(w)
+        if not w.pending:
+            return
+        _, cell = w.pending.popleft()
+        self._emit(_rows(cell, "error", cause, w.version), w.framework)
+        if not w.started:  # it died starting up: every later start would too
+            while w.pending:
+                _, cell = w.pending.popleft()
+                self._emit(_rows(cell, "error", cause, w.version), w.framework)
+        elif w.pending:
+            queue.appendleft((w.framework, w.adapter, list(w.pending)))
+
+    def _death_cause(self, w: _Worker) -> str:
+        w.process.join(timeout=10)
+        code = w.process.exitcode
+        if code is None:
+            cause = "worker closed its pipe without exiting"
+        elif code < 0:
+            cause = f"worker killed by {signal.Signals(-code).name}"
+        else:
+            cause = f"worker exited with status {code}"
+        tail = _tail(w.log)
+        return f"{cause}; stderr: {tail}" if tail else cause
+
+    def _stop(self, w: _Worker) -> None:
+        w.conn.close()
+        w.process.join(timeout=5)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join(timeout=5)
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in lines[-STDERR_TAIL_LINES:])

@@ -1,0 +1,162 @@
+"""Long-form result rows and what is written from them: verify.csv, JUnit XML, the matrix.
+
+One row per framework x device x dtype x case x quantity. The CSV columns are the fields
+of `Row`, in order; README.md documents each.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+STATUSES: tuple[str, ...] = ("pass", "fail", "skip", "error")
+
+
+@dataclass(frozen=True)
+class Row:
+    framework: str
+    device: str
+    dtype: str
+    case: str
+    x_shape: str  # "5x7"; "" for a 0-D shape never occurs (0-D operands are rejected)
+    w_shape: str
+    quantity: str  # Y, dX or dW
+    status: str  # pass, fail, skip or error
+    reason: str  # why it failed, was skipped or errored; empty on pass
+    max_abs_err: float  # max |got - ref| over the elements (NaN when not compared)
+    ratio: float  # max |got - ref| / bound: the fraction of the allowed error used
+    k_eff: int  # length of each element's sum, which the bound grows with
+    precision: str  # float32 matmul mode the framework ran in: ieee, tf32, bf16, bf16x3
+    framework_version: str
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))
+
+
+def counts(rows: Iterable[Row]) -> Counter[str]:
+    c: Counter[str] = Counter(r.status for r in rows)
+    return c
+
+
+def summary_line(rows: Sequence[Row]) -> str:
+    c = counts(rows)
+    return (
+        f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped, {c['error']} errors"
+    )
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow(_fmt(getattr(r, c)) for c in COLUMNS)
+    atomic_write(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[Row]:
+    types = {f.name: f.type for f in dataclasses.fields(Row)}
+    out = []
+    with path.open(encoding="utf-8", newline="") as f:
+        for rec in csv.DictReader(f):
+            kw: dict[str, object] = {}
+            for c in COLUMNS:
+                t = types[c]
+                kw[c] = float(rec[c]) if t == "float" else int(rec[c]) if t == "int" else rec[c]
+            out.append(Row(**kw))  # type: ignore[arg-type]
+    return out
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.6g}"
+    return str(v)
+
+
+def write_junit(rows: Sequence[Row], path: Path) -> None:
+    """The matrix as JUnit XML: a testsuite per framework:device, a testcase per row."""
+    suites = ET.Element("testsuites", name="matmul-harness verify")
+    by_suite: dict[str, list[Row]] = {}
+    for r in rows:
+        by_suite.setdefault(f"{r.framework}:{r.device}", []).append(r)
+    for name, members in by_suite.items():
+        c = counts(members)
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=name,
+            tests=str(len(members)),
+            failures=str(c["fail"]),
+            errors=str(c["error"]),
+            skipped=str(c["skip"]),
+        )
+        for r in members:
+            case = ET.SubElement(
+                suite, "testcase", classname=name, name=f"{r.dtype}-{r.case}-{r.quantity}"
+            )
+            tag = {"fail": "failure", "error": "error", "skip": "skipped"}.get(r.status)
+            if tag:
+                ET.SubElement(case, tag, message=r.reason)
+            elif r.ratio == r.ratio:
+                ET.SubElement(case, "system-out").text = f"ratio={r.ratio:.3g}"
+    ET.indent(suites)
+    atomic_write(path, ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+
+
+def matrix(rows: Sequence[Row]) -> str:
+    """Rows framework:device, columns dtype, cells `pass/fail/skip[/error]` counts."""
+    dtypes = list(dict.fromkeys(r.dtype for r in rows))
+    keys = list(dict.fromkeys(f"{r.framework}:{r.device}" for r in rows))
+    show_err = any(r.status == "error" for r in rows)
+    cells: dict[tuple[str, str], Counter[str]] = {}
+    for r in rows:
+        cells.setdefault((f"{r.framework}:{r.device}", r.dtype), Counter())[r.status] += 1
+
+    def cell(k: str, d: str) -> str:
+        c = cells.get((k, d), Counter())
+        parts = [c["pass"], c["fail"], c["skip"]] + ([c["error"]] if show_err else [])
+        return "/".join(map(str, parts)) if sum(c.values()) else "-"
+
+    legend = "pass/fail/skip" + ("/error" if show_err else "")
+    table = [[legend, *dtypes]] + [[k, *(cell(k, d) for d in dtypes)] for k in keys]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def problems(rows: Sequence[Row], limit: int = 20) -> list[str]:
+    """One line per fail/error (first `limit`), then skip reasons grouped."""
+    bad = [r for r in rows if r.status in ("fail", "error")]
+    lines = [
+        f"{r.status.upper()} {r.framework}:{r.device} {r.dtype} {r.case} {r.quantity}: {r.reason}"
+        for r in bad[:limit]
+    ]
+    if len(bad) > limit:
+        lines.append(f"... and {len(bad) - limit} more in verify.csv")
+    skips = Counter(
+        (f"{r.framework}:{r.device}", r.reason) for r in rows if r.status == "skip"
+    )
+    lines += [f"skip {k} x{n}: {why}" for (k, why), n in skips.items()]
+    return lines

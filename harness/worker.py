@@ -1,0 +1,90 @@
+"""The worker process: runs one framework's cells and streams raw results back.
+
+It is the only place a framework is imported during `verify`. The orchestrator starts it
+with multiprocessing's *spawn* method (a fresh interpreter: no inherited CUDA or XLA state,
+and a crash here cannot corrupt the orchestrator) and reads messages from a pipe:
+
+    {"event": "hello", "version": str}
+    {"event": "cell", "index": int, "status": "ok" | "skip" | "error",
+     "reason": str, "precision": str, "outputs": {"Y": ndarray, "dX": ..., "dW": ...}}
+    {"event": "fatal", "reason": str}          # the framework cannot even start
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from harness.adapters import AdapterUnavailable, load
+from harness.cases import Case, make_inputs
+from harness.dtypes import get
+
+# Set before the framework is imported; a user's own setting wins (environment inherited).
+ENV_DEFAULTS: dict[str, str] = {
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX would grab 75% of GPU memory
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow likewise
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TF's start-up chatter drowns the errors we keep
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int  # position in the orchestrator's plan
+    case: Case
+    dtype: str
+    device: str
+
+
+def main(framework: str, tasks: list[Task], seed: int, conn: Connection, log_path: str) -> None:
+    """Entry point in the child process."""
+    _redirect_output(log_path)
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    try:
+        adapter = load(framework)()
+        version = adapter.version()
+    except Exception as exc:  # a broken install must not look like a crash of ours
+        conn.send({"event": "fatal", "reason": f"{framework} failed to start: {_describe(exc)}"})
+        return
+    conn.send({"event": "hello", "version": version})
+    device_reasons: dict[str, str | None] = {}
+    for task in tasks:
+        if task.device not in device_reasons:
+            device_reasons[task.device] = adapter.device_reason(task.device)
+        reason = device_reasons[task.device]
+        msg: dict[str, Any] = {"event": "cell", "index": task.index, "precision": ""}
+        if reason is not None:
+            msg.update(status="skip", reason=reason)
+        else:
+            msg["precision"] = adapter.precision(task.device, task.dtype)
+            try:
+                inputs = make_inputs(task.case, get(task.dtype), seed)
+                msg.update(status="ok", reason="", outputs=adapter.run(inputs, task.device))
+            except AdapterUnavailable as exc:
+                msg.update(status="skip", reason=str(exc))
+            except Exception as exc:
+                msg.update(status="error", reason=_describe(exc))
+        conn.send(msg)
+    conn.close()
+
+
+def _describe(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _redirect_output(log_path: str) -> None:
+    """Send this process's stdout/stderr (the frameworks' too) to a log file.
+
+    The orchestrator quotes its last lines when the worker dies, and keeps its own
+    terminal for the matrix.
+    """
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
