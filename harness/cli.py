@@ -19,7 +19,7 @@ from harness import __version__
 from harness.adapters import RegistryError, registry
 from harness.config import Config, ConfigError, load, validate_selection
 from harness.dtypes import DEVICES, DTYPES
-from harness.orchestrator import CELL_TIMEOUT_S, Runner, plan
+from harness.orchestrator import CELL_TIMEOUT_S, Progress, Runner, plan
 from harness.results import Row, matrix, problems, summary_line, write_csv, write_junit
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -155,7 +155,7 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _progress_printer() -> object:
+def _progress_printer() -> Progress | None:
     if not _interactive():
         return None
 

@@ -7,6 +7,7 @@ underflow term (smallest subnormal of the accumulator, or of bfloat16 for its su
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -33,7 +34,7 @@ class DType:
     @property
     def nominal_bits(self) -> int:
         """Mantissa bits including the implicit one (24 for float32)."""
-        return int(round(-np.log2(self.u_out))) + 1
+        return round(-math.log2(self.u_out)) + 1
 
 
 DTYPES: dict[str, DType] = {

@@ -242,8 +242,8 @@ class Runner:
                     continue
                 self._handle(w, msg, active)
             elif time.monotonic() > w.deadline:
-                what = "start-up" if not w.started else "cell"
-                limit = STARTUP_TIMEOUT_S + self.cell_timeout if not w.started else self.cell_timeout
+                what, limit = ("cell", self.cell_timeout) if w.started else (
+                    "start-up", STARTUP_TIMEOUT_S + self.cell_timeout)
                 self._lost(w, active, queue, f"timeout after {limit:g} s ({what})", kill=True)
 
     def _handle(self, w: _Worker, msg: dict[str, Any], active: list[_Worker]) -> None:

@@ -9,6 +9,7 @@ without instantiating anything.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,8 +59,20 @@ class Adapter:
             return f"{cls.name} does not support {dtype}"
         return None
 
+    def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
+        """Import the framework; pin full float32 precision; cap CPU threads at `threads`.
+
+        Thread caps must be set before the framework's first computation (TensorFlow
+        refuses later changes), which is why they are constructor arguments.
+        """
+        raise NotImplementedError("The '__init__' method must be implemented.")
+
     def version(self) -> str:
         raise NotImplementedError("The 'version' method must be implemented.")
+
+    def threads(self) -> int:
+        """CPU threads the framework's matmul may use now."""
+        raise NotImplementedError("The 'threads' method must be implemented.")
 
     def device_reason(self, device: str) -> str | None:
         """None when `device` is usable now, else why not (e.g. no GPU visible)."""
@@ -79,9 +92,23 @@ class Adapter:
     def forward(self, x: Any, w: Any) -> Any:
         raise NotImplementedError("The 'forward' method must be implemented.")
 
+    def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
+        """`(Y, f)` with `f(G) = (dX, dW)`: the framework's reverse mode, forward saved.
+
+        `f` may be called repeatedly (benchmarks time the backward pass alone this way).
+        Complex results follow the PyTorch/TensorFlow convention `G·Wᴴ`, `Xᴴ·G`.
+        """
+        raise NotImplementedError("The 'pullback' method must be implemented.")
+
     def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
         """`(Y, dX, dW)` from the framework's own reverse-mode autodiff."""
-        raise NotImplementedError("The 'vjp' method must be implemented.")
+        y, f = self.pullback(x, w)
+        dx, dw = f(g)
+        return y, dx, dw
+
+    def jvp(self, x: Any, w: Any, tx: Any, tw: Any) -> tuple[Any, Any]:
+        """`(Y, dY)` from forward-mode autodiff, `dY = tX·W + X·tW`, where supported."""
+        raise NotImplementedError(f"{self.name} has no forward-mode autodiff adapter")
 
     def sync(self, outputs: tuple[Any, ...]) -> None:
         """Block until `outputs` are computed (asynchronous GPU dispatch)."""

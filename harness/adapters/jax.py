@@ -9,6 +9,8 @@ this adapter returns (https://jax.readthedocs.io/en/latest/notebooks/autodiff_co
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,12 @@ class JaxAdapter(Adapter):
     install_hint = "pip install 'matmul-harness[jax]'"
     capabilities = Capabilities(devices=("cpu", "gpu"), dtypes=ALL_DTYPES, forward_mode=True)
 
-    def __init__(self, pin_precision: bool = True) -> None:
+    def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
+        if threads:
+            # XLA:CPU ignores its thread flags (jax 0.10, ASV.md); pinning this process to
+            # `threads` cores before the first array is what works. It is why adapters run
+            # in worker processes of their own.
+            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
         import jax
         import jax.numpy as jnp
 
@@ -37,9 +44,15 @@ class JaxAdapter(Adapter):
         # One XLA compilation per shape and dtype instead of one per primitive op dispatched
         # eagerly (about 4x faster to a first result here); the numbers are XLA's either way.
         self._vjp = jax.jit(self._vjp_eager)
+        self._jvp = jax.jit(lambda x, w, tx, tw: jax.jvp(jnp.matmul, (x, w), (tx, tw)))
+        # jax.vjp's pullback is a pytree (jax.tree_util.Partial): it can enter a jit
+        self._backward = jax.jit(self._conjugated)
 
     def version(self) -> str:
         return str(self.jax.__version__)
+
+    def threads(self) -> int:
+        return len(os.sched_getaffinity(0))
 
     def _device(self, device: str) -> Any:
         return self.jax.devices("cpu" if device == "cpu" else "gpu")[0]
@@ -67,17 +80,33 @@ class JaxAdapter(Adapter):
     def forward(self, x: Any, w: Any) -> Any:
         return self.jnp.matmul(x, w)
 
+    def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
+        y, f = self.jax.vjp(self.jnp.matmul, x, w)
+
+        def backward(g: Any) -> tuple[Any, Any]:
+            return self._backward(f, g)  # type: ignore[no-any-return]
+
+        return y, backward
+
     def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
         return self._vjp(x, w, g)  # type: ignore[no-any-return]
 
     def _vjp_eager(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
-        jnp = self.jnp
-        y, pullback = self.jax.vjp(jnp.matmul, x, w)
-        if jnp.iscomplexobj(g):
-            dx, dw = pullback(jnp.conj(g))
-            return y, jnp.conj(dx), jnp.conj(dw)
-        dx, dw = pullback(g)
+        y, f = self.jax.vjp(self.jnp.matmul, x, w)
+        dx, dw = self._conjugated(f, g)
         return y, dx, dw
+
+    def _conjugated(self, f: Callable[[Any], Any], g: Any) -> tuple[Any, Any]:
+        """The gradient of a real loss, `conj(vjp(conj(G)))` (see the module docstring)."""
+        jnp = self.jnp
+        if not jnp.iscomplexobj(g):
+            dx, dw = f(g)
+            return dx, dw
+        dx, dw = f(jnp.conj(g))
+        return jnp.conj(dx), jnp.conj(dw)
+
+    def jvp(self, x: Any, w: Any, tx: Any, tw: Any) -> tuple[Any, Any]:
+        return self._jvp(x, w, tx, tw)  # type: ignore[no-any-return]
 
     def sync(self, outputs: tuple[Any, ...]) -> None:
         self.jax.block_until_ready(outputs)

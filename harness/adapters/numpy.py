@@ -4,6 +4,7 @@ plain, correct implementation in that dtype achieves, not an independent check."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,9 @@ class NumpyAdapter(Adapter):
     install_hint = "pip install numpy"
     capabilities = Capabilities(
         devices=("cpu",),
+        dtypes=("float16", "float32", "float64", "complex64", "complex128"),
         # matmul_vjp rounds each broadcast batch's product to the dtype, then sums
         rounded_broadcast_partials=True,
-        dtypes=("float16", "float32", "float64", "complex64", "complex128"),
         unsupported=(
             (
                 "bfloat16",
@@ -29,8 +30,20 @@ class NumpyAdapter(Adapter):
         ),
     )
 
+    def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # Keep the limiter alive: it caps the BLAS that numpy loaded (OpenBLAS, MKL...).
+        self._limits = threadpool_limits(limits=threads) if threads else None
+
     def version(self) -> str:
         return np.__version__
+
+    def threads(self) -> int:
+        from threadpoolctl import threadpool_info
+
+        blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        return int(blas[0]["num_threads"]) if blas else 1
 
     def device_reason(self, device: str) -> str | None:
         return None if device == "cpu" else "numpy runs on the CPU only"
@@ -46,6 +59,13 @@ class NumpyAdapter(Adapter):
 
     def forward(self, x: Any, w: Any) -> Any:
         return np.matmul(x, w)
+
+    def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
+        def backward(g: Any) -> tuple[Any, Any]:
+            _, dx, dw = matmul_vjp(x, w, g)
+            return dx, dw
+
+        return np.matmul(x, w), backward
 
     def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
         return matmul_vjp(x, w, g)

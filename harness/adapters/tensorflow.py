@@ -6,6 +6,8 @@ rules and differentiates correctly, so it is the product under test.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,8 +30,13 @@ class TensorFlowAdapter(Adapter):
         rounded_broadcast_partials=True,
     )
 
-    def __init__(self, pin_precision: bool = True) -> None:
+    def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
         import tensorflow as tf
+
+        if threads:
+            # Only possible before TF's runtime starts; later calls raise RuntimeError.
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
 
         if pin_precision:
             # TF computes float32 GEMMs in TF32 on Ampere+ GPUs by default
@@ -39,6 +46,10 @@ class TensorFlowAdapter(Adapter):
 
     def version(self) -> str:
         return str(self.tf.__version__)
+
+    def threads(self) -> int:
+        n = self.tf.config.threading.get_intra_op_parallelism_threads()
+        return int(n) if n else len(os.sched_getaffinity(0))  # 0 means "all cores"
 
     def device_reason(self, device: str) -> str | None:
         if device == "cpu" or self.tf.config.list_physical_devices("GPU"):
@@ -61,17 +72,29 @@ class TensorFlowAdapter(Adapter):
         with self.tf.device(x.device):
             return self.tf.experimental.numpy.matmul(x, w)
 
-    def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
+    def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
         tf = self.tf
-        with tf.device(x.device), tf.GradientTape() as tape:
+        with tf.device(x.device), tf.GradientTape(persistent=True) as tape:
             tape.watch([x, w])
             y = tf.experimental.numpy.matmul(x, w)
-        # An empty product leaves a gradient unconnected; TF's convention for that is
-        # None, whose value is zero.
-        dx, dw = tape.gradient(
-            y, [x, w], output_gradients=g, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
-        return y, dx, dw
+
+        def backward(g: Any) -> tuple[Any, Any]:
+            # An empty product leaves a gradient unconnected; TF's convention for that
+            # is None, whose value is zero.
+            with tf.device(x.device):
+                dx, dw = tape.gradient(
+                    y, [x, w], output_gradients=g,
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+            return dx, dw
+
+        return y, backward
+
+    def jvp(self, x: Any, w: Any, tx: Any, tw: Any) -> tuple[Any, Any]:
+        tf = self.tf
+        with tf.device(x.device), tf.autodiff.ForwardAccumulator((x, w), (tx, tw)) as acc:
+            y = tf.experimental.numpy.matmul(x, w)
+        return y, acc.jvp(y, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     def sync(self, outputs: tuple[Any, ...]) -> None:
         if any("GPU" in t.device for t in outputs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ml_dtypes
@@ -26,10 +27,12 @@ class TorchAdapter(Adapter):
         rounded_broadcast_partials=True,
     )
 
-    def __init__(self, pin_precision: bool = True) -> None:
+    def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
         import torch
 
         self.torch = torch
+        if threads:
+            torch.set_num_threads(threads)
         if pin_precision:
             # Full float32 on GPU: no TF32, and float16/bfloat16 GEMMs reduce split-K
             # partials in float32 (pytorch#116870 shows the low-precision default's error).
@@ -42,6 +45,9 @@ class TorchAdapter(Adapter):
     def version(self) -> str:
         return str(self.torch.__version__)
 
+    def threads(self) -> int:
+        return int(self.torch.get_num_threads())
+
     def device_reason(self, device: str) -> str | None:
         if device == "cpu":
             return None
@@ -50,7 +56,7 @@ class TorchAdapter(Adapter):
         return None
 
     def precision(self, device: str, dtype: str) -> str:
-        mode = self.torch.get_float32_matmul_precision()
+        mode = str(self.torch.get_float32_matmul_precision())
         if device == "gpu" and self.torch.backends.cuda.matmul.allow_tf32:
             return "tf32"
         return {"highest": "ieee", "high": "tf32", "medium": "bf16"}.get(mode, mode)
@@ -73,12 +79,21 @@ class TorchAdapter(Adapter):
     def forward(self, x: Any, w: Any) -> Any:
         return self.torch.matmul(x, w)
 
-    def vjp(self, x: Any, w: Any, g: Any) -> tuple[Any, Any, Any]:
+    def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
+        torch = self.torch
         x = x.detach().requires_grad_(True)
         w = w.detach().requires_grad_(True)
-        y = self.torch.matmul(x, w)
-        dx, dw = self.torch.autograd.grad(y, (x, w), grad_outputs=g)
-        return y, dx, dw
+        y = torch.matmul(x, w)
+
+        def backward(g: Any) -> tuple[Any, Any]:
+            dx, dw = torch.autograd.grad(y, (x, w), grad_outputs=g, retain_graph=True)
+            return dx, dw
+
+        return y.detach(), backward
+
+    def jvp(self, x: Any, w: Any, tx: Any, tw: Any) -> tuple[Any, Any]:
+        y, dy = self.torch.func.jvp(self.torch.matmul, (x, w), (tx, tw))
+        return y, dy
 
     def sync(self, outputs: tuple[Any, ...]) -> None:
         if any(t.is_cuda for t in outputs):
