@@ -19,7 +19,7 @@ from harness import __version__
 from harness.adapters import RegistryError, registry
 from harness.config import Config, ConfigError, load, validate_selection
 from harness.dtypes import DEVICES, DTYPES
-from harness.orchestrator import CELL_TIMEOUT_S, Progress, Runner, plan
+from harness.orchestrator import CELL_TIMEOUT_S, Progress, verify
 from harness.results import Row, matrix, problems, summary_line, write_csv, write_junit
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -111,15 +111,9 @@ def _verify(config: str | None, frameworks: list[str], devices: list[str], dtype
     known = tuple(registry())
     cfg = _select(load(config, known), frameworks, devices, dtypes, known)
     out_dir = _out_dir(out, prefix)
-    cells = plan(cfg)
-    rows: list[Row] = []
     started = time.time()
-    runner = Runner(cfg, on_rows=rows.extend, progress=_progress_printer(), jobs=jobs,
-                    cell_timeout=cell_timeout)
-    runner.run(cells)
+    rows = verify(cfg, progress=_progress_printer(), jobs=jobs, cell_timeout=cell_timeout)
     _clear_progress()
-    order = {(c.framework, c.device, c.dtype, c.case.name): i for i, c in enumerate(cells)}
-    rows.sort(key=lambda r: order[(r.framework, r.device, r.dtype, r.case)])
     write_csv(rows, out_dir / "verify.csv")
     _write_meta(out_dir / "run.json", cfg, rows, started)
     if junit:

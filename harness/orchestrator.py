@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness import worker
-from harness.adapters import Adapter, RegistryError, load
+from harness.adapters import Adapter, RegistryError, load, target_of
 from harness.cases import Case, make_inputs
 from harness.checks import check
 from harness.config import Config
@@ -221,7 +221,7 @@ class Runner:
         tasks = [t for t, _ in todo]
         proc = ctx.Process(
             target=worker.main,
-            args=(name, tasks, self.config.seed, send, str(log)),
+            args=(name, target_of(adapter), tasks, self.config.seed, send, str(log)),
             name=f"harness-{name}",
             daemon=True,
         )
@@ -308,6 +308,22 @@ class Runner:
         if w.process.is_alive():
             w.process.kill()
             w.process.join(timeout=5)
+
+
+def verify(
+    config: Config,
+    *,
+    progress: Progress | None = None,
+    jobs: int = 2,
+    cell_timeout: float = CELL_TIMEOUT_S,
+) -> list[Row]:
+    """Run every cell of `config`; rows in plan order (framework, device, dtype, case)."""
+    cells = plan(config)
+    rows: list[Row] = []
+    Runner(config, rows.extend, progress, jobs, cell_timeout).run(cells)
+    order = {(c.framework, c.device, c.dtype, c.case.name): i for i, c in enumerate(cells)}
+    rows.sort(key=lambda r: order[(r.framework, r.device, r.dtype, r.case)])
+    return rows
 
 
 def _tail(path: Path) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from harness.adapters import AdapterUnavailable, load
+from harness.adapters import AdapterUnavailable, load_target
 from harness.cases import Case, make_inputs
 from harness.dtypes import get
 
@@ -38,13 +38,15 @@ class Task:
     device: str
 
 
-def main(framework: str, tasks: list[Task], seed: int, conn: Connection, log_path: str) -> None:
-    """Entry point in the child process."""
+def main(
+    framework: str, target: str, tasks: list[Task], seed: int, conn: Connection, log_path: str
+) -> None:
+    """Entry point in the child process; `target` is the adapter's `module:Class`."""
     _redirect_output(log_path)
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     try:
-        adapter = load(framework)()
+        adapter = load_target(target, framework)()
         version = adapter.version()
     except Exception as exc:  # a broken install must not look like a crash of ours
         conn.send({"event": "fatal", "reason": f"{framework} failed to start: {_describe(exc)}"})

@@ -25,7 +25,9 @@ __all__ = [
     "Capabilities",
     "RegistryError",
     "load",
+    "load_target",
     "registry",
+    "target_of",
 ]
 
 ENTRY_POINT_GROUP = "harness.adapters"
@@ -60,13 +62,22 @@ def load(name: str) -> type[Adapter]:
     table = registry()
     if name not in table:
         raise RegistryError(f"unknown framework {name!r}; known: {', '.join(table)}")
-    module, _, attr = table[name].partition(":")
+    return load_target(table[name], name)
+
+
+def load_target(target: str, name: str = "") -> type[Adapter]:
+    """The adapter class at `module:Class`; workers use this, so plugins need no registry."""
+    module, _, attr = target.partition(":")
+    label = f"adapter {name!r} ({target})" if name else f"adapter {target}"
     try:
         cls = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise RegistryError(f"adapter {name!r} ({table[name]}) cannot be loaded: {exc}") from exc
+        raise RegistryError(f"{label} cannot be loaded: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
-        raise RegistryError(
-            f"adapter {name!r} ({table[name]}) is not a harness.adapters.Adapter subclass"
-        )
+        raise RegistryError(f"{label} is not a harness.adapters.Adapter subclass")
     return cls
+
+
+def target_of(cls: type[Adapter]) -> str:
+    """`module:Class` of an adapter class, for `load_target` in another process."""
+    return f"{cls.__module__}:{cls.__qualname__}"
