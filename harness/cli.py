@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from harness.config import Config, ConfigError, load, validate_selection
 from harness.dtypes import DEVICES, DTYPES
 from harness.orchestrator import CELL_TIMEOUT_S, Progress, verify
 from harness.results import Row, matrix, problems, summary_line, write_csv, write_junit
+from harness.system import system_info
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -128,17 +128,16 @@ def _verify(config: str | None, frameworks: list[str], devices: list[str], dtype
 
 def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float) -> None:
     versions = {r.framework: r.framework_version for r in rows if r.framework_version}
+    precisions = sorted({f"{r.framework}:{r.device}:{r.precision}" for r in rows if r.precision})
     meta = {
         "harness_version": __version__,
         "config": cfg.source,
         "seed": cfg.seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": round(time.time() - started, 3),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
         "framework_versions": versions,
+        "precision_modes": precisions,
+        "system": system_info(),
     }
     from harness.results import atomic_write
 
