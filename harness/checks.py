@@ -51,21 +51,28 @@ def check(
     if inf_bad.any():
         return _fail(_mismatch(quantity, "Inf", inf_bad, g, ref))
     finite = np.isfinite(ref)
-    err = np.abs(g[finite] - ref[finite])
-    if err.size == 0:
+    if not finite.all():  # NaN/Inf positions matched above; judge the finite rest
+        g, ref, scale = g[finite], ref[finite], scale[finite]
+    if ref.size == 0:
         return Outcome("pass", "", 0.0, 0.0)
-    allowed = bound(ref[finite], scale[finite], dtype, params, precision)
+    err = np.abs(g - ref)
+    del g
+    allowed = bound(ref, scale, dtype, params, precision)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(err == 0, 0.0, err / allowed)
+        ratios = np.divide(err, allowed, out=np.zeros_like(err), where=err != 0)
+        ratios[(err != 0) & (allowed == 0)] = np.inf
     i = int(np.argmax(ratios))
-    ratio, max_err = float(ratios[i]), float(err.max())
+    ratio, max_err = float(ratios.flat[i]), float(err.max())
     if ratio <= 1.0:
         return Outcome("pass", "", max_err, ratio)
-    idx = np.unravel_index(np.flatnonzero(finite)[i], ref.shape)
-    where = tuple(int(j) for j in idx)
+    if finite.all():
+        where = tuple(int(j) for j in np.unravel_index(i, ref.shape))
+    else:
+        where = tuple(int(j) for j in np.unravel_index(np.flatnonzero(finite)[i], finite.shape))
     return _fail(
-        f"{quantity}: |err|={float(err[i]):.3g} at {where} is {ratio:.3g}x the allowed "
-        f"{float(allowed[i]):.3g} (got {_num(g[finite][i])}, expected {_num(ref[finite][i])})",
+        f"{quantity}: |err|={float(err.flat[i]):.3g} at {where} is {ratio:.3g}x the allowed "
+        f"{float(allowed.flat[i]):.3g} (got {_num((got.astype(ref.dtype))[where])}, "
+        f"expected {_num(ref.flat[i])})",
         max_err,
         ratio,
     )

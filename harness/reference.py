@@ -23,8 +23,10 @@ from harness.cases import Inputs
 QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW")
 
 
-def _mT(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
+def _mH(a: np.ndarray) -> np.ndarray:
+    """Conjugate transpose of the last two dims (a view for real dtypes: no copy)."""
+    t = np.swapaxes(a, -1, -2)
+    return t.conj() if np.iscomplexobj(t) else t
 
 
 def sum_to_shape(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -49,8 +51,8 @@ def matmul_vjp(
     if w.ndim == 1:
         g2 = np.expand_dims(g2, -1)
     y = np.matmul(x, w)
-    dx = sum_to_shape(np.matmul(g2, _mT(w2).conj()), x2.shape)
-    dw = sum_to_shape(np.matmul(_mT(x2).conj(), g2), w2.shape)
+    dx = sum_to_shape(np.matmul(g2, _mH(w2)), x2.shape)
+    dw = sum_to_shape(np.matmul(_mH(x2), g2), w2.shape)
     return y, dx.reshape(x.shape), dw.reshape(w.shape)
 
 
@@ -71,6 +73,5 @@ def reference(inputs: Inputs) -> Reference:
     hi = np.result_type(inputs.x.dtype, np.float64) if inputs.x.dtype.kind == "c" else np.float64
     x, w, g = (np.asarray(a, dtype=hi) for a in (inputs.x, inputs.w, inputs.g))
     values = dict(zip(QUANTITIES, matmul_vjp(x, w, g), strict=True))
-    ax, aw, ag = (np.abs(a).astype(np.float64) for a in (x, w, g))
-    scale = dict(zip(QUANTITIES, matmul_vjp(ax, aw, ag), strict=True))
+    scale = dict(zip(QUANTITIES, matmul_vjp(np.abs(x), np.abs(w), np.abs(g)), strict=True))
     return Reference(values=values, scale=scale)
