@@ -1,7 +1,8 @@
 """The `matmul-harness` command line.
 
 Exit codes: 0 nothing failed or errored; 1 something failed or errored; 2 usage or config
-error (a one-line message on stderr, never a traceback).
+error (a one-line message on stderr, never a traceback); 130 interrupted (Ctrl-C or
+SIGTERM: finished cells are kept, and the message says how to resume).
 """
 
 from __future__ import annotations
@@ -9,20 +10,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
-from harness import __version__
-from harness.adapters import RegistryError, registry
-from harness.config import Config, ConfigError, load, validate_selection
+from harness import __version__, store
+from harness.adapters import RegistryError, load_target, registry
+from harness.config import Config, ConfigError, load, seconds, validate_selection
 from harness.dtypes import DEVICES, DTYPES
-from harness.orchestrator import CELL_TIMEOUT_S, Progress, verify
-from harness.results import Row, matrix, problems, summary_line, write_csv, write_junit
+from harness.orchestrator import Progress, Runner, cell_key, in_plan_order, plan
+from harness.results import (
+    ResultsFileError,
+    Row,
+    atomic_write,
+    matrix,
+    problems,
+    summary_line,
+    write_csv,
+    write_junit,
+)
 from harness.system import system_info
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
@@ -53,36 +67,54 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--dtype", action="append", default=[], metavar="NAME",
                    help="only this dtype (repeatable)")
     v.add_argument("--out", help="output folder (default: a new folder under results/)")
+    v.add_argument("--resume", metavar="DIR",
+                   help="finish the interrupted run in DIR (its own config; no re-runs)")
     v.add_argument("--junit", metavar="FILE", help="also write the matrix as JUnit XML")
     v.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                    help="frameworks run at once, one worker process each (default: %(default)s)")
-    v.add_argument("--cell-timeout", type=float, default=CELL_TIMEOUT_S, metavar="SECONDS",
+    v.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                    help="a cell running longer is killed and recorded as error "
-                        "(default: %(default)g)")
+                        "(default: the config's cell_timeout, 300)")
+    v.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="limit for the whole run; cells not done by then are errors "
+                        "(default: the config's timeout, 7200)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            return _verify(args.config, [], [], [], args.out, None, 2, CELL_TIMEOUT_S, "run")
-        return _verify(args.config, args.framework, args.device, args.dtype, args.out,
-                       args.junit, args.jobs, args.cell_timeout, "verify")
-    except (ConfigError, RegistryError, UsageError) as exc:
+            return verify_command(config=args.config, out=args.out, prefix="run")
+        return verify_command(
+            config=args.config, frameworks=args.framework, devices=args.device,
+            dtypes=args.dtype, out=args.out, resume=args.resume, junit=args.junit,
+            jobs=args.jobs, cell_timeout=args.cell_timeout, timeout=args.timeout,
+        )
+    except (ConfigError, RegistryError, UsageError, ResultsFileError) as exc:
         print(f"matmul-harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _select(cfg: Config, frameworks: list[str], devices: list[str],
-            dtypes: list[str], known: Sequence[str]) -> Config:
+def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
+            dtypes: Sequence[str], cell_timeout: float | None,
+            timeout: float | None) -> Config:
     """Command-line selections replace the config's lists (validated the same way)."""
-    from dataclasses import replace
-
+    known = tuple(registry())
+    unknown = [f for f in frameworks if f not in known]
+    if unknown:
+        installed = [n for n in known if load_target(registry()[n], n).installed()]
+        raise UsageError(
+            f"--framework {unknown[0]!r}: unknown framework; known: {', '.join(known)} "
+            f"(installed here: {', '.join(installed) or 'none'})"
+        )
     return replace(
         cfg,
-        frameworks=validate_selection(frameworks, known, "--framework") or cfg.frameworks,
+        frameworks=tuple(dict.fromkeys(frameworks)) or cfg.frameworks,
         devices=validate_selection(devices, DEVICES, "--device") or cfg.devices,
         dtypes=validate_selection(dtypes, tuple(DTYPES), "--dtype") or cfg.dtypes,
+        cell_timeout=cfg.cell_timeout if cell_timeout is None
+        else seconds(cell_timeout, "--cell-timeout"),
+        timeout=cfg.timeout if timeout is None else seconds(timeout, "--timeout"),
     )
 
 
@@ -101,29 +133,109 @@ def _out_dir(out: str | None, prefix: str) -> Path:
     return path
 
 
-def _verify(config: str | None, frameworks: list[str], devices: list[str], dtypes: list[str],
-            out: str | None, junit: str | None, jobs: int, cell_timeout: float,
-            prefix: str) -> int:
+def verify_command(
+    *,
+    config: str | None = None,
+    frameworks: Sequence[str] = (),
+    devices: Sequence[str] = (),
+    dtypes: Sequence[str] = (),
+    out: str | None = None,
+    resume: str | None = None,
+    junit: str | None = None,
+    jobs: int = 2,
+    cell_timeout: float | None = None,
+    timeout: float | None = None,
+    prefix: str = "verify",
+) -> int:
+    """`verify` (and the verify step of `run`); returns the exit code."""
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
-    if cell_timeout <= 0:
-        raise UsageError(f"--cell-timeout must be positive; received {cell_timeout:g}")
     known = tuple(registry())
-    cfg = _select(load(config, known), frameworks, devices, dtypes, known)
-    out_dir = _out_dir(out, prefix)
+    if resume:
+        if config or frameworks or devices or dtypes or out:
+            raise UsageError(
+                "--resume DIR continues the run recorded in DIR with that run's own config; "
+                "drop --config/--framework/--device/--dtype/--out"
+            )
+        out_dir = _out_dir(resume, prefix)
+        cfg = _select(store.load_config(out_dir, known), (), (), (), cell_timeout, timeout)
+        kept = store.read_cells(out_dir)
+        if not kept and (out_dir / store.FINAL_FILE).is_file():
+            kept = _cells_of(_read_final(out_dir))
+    else:
+        cfg = _select(load(config, known), frameworks, devices, dtypes, cell_timeout, timeout)
+        out_dir = _out_dir(out, prefix)
+        store.save_config(out_dir, cfg)
+        kept = {}
+    cells = plan(cfg)
+    kept = {k: v for k, v in kept.items() if k in {cell_key(c) for c in cells}}
+    remaining = [c for c in cells if cell_key(c) not in kept]
+    rows = [r for rs in kept.values() for r in rs]
+    log = store.CellLog(out_dir, kept)
+
+    def record(new: list[Row]) -> None:
+        rows.extend(new)
+        log.append(new)
+
     started = time.time()
-    rows = verify(cfg, progress=_progress_printer(), jobs=jobs, cell_timeout=cell_timeout)
+    runner = Runner(cfg, record, _progress_printer(), jobs, cfg.cell_timeout, cfg.timeout,
+                    done_before=len(kept))
+    try:
+        with _sigterm_as_interrupt():
+            runner.run(remaining, total=len(cells))
+    except KeyboardInterrupt:
+        _clear_progress()
+        done = len({(r.framework, r.device, r.dtype, r.case) for r in rows})
+        print(f"matmul-harness: interrupted after {done} of {len(cells)} cells; finished "
+              f"cells are kept in {log.path}. Resume with: matmul-harness verify --resume "
+              f"{out_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        log.close()
     _clear_progress()
-    write_csv(rows, out_dir / "verify.csv")
-    _write_meta(out_dir / "run.json", cfg, rows, started)
+    rows = in_plan_order(rows, cells)
+    write_csv(rows, out_dir / store.FINAL_FILE)
+    _write_meta(out_dir / store.META_FILE, cfg, rows, started)
+    log.path.unlink(missing_ok=True)  # verify.csv now holds every cell
     if junit:
         write_junit(rows, Path(junit))
     print(matrix(rows))
     for line in problems(rows):
         print(line)
-    print(f"results: {out_dir / 'verify.csv'}")
+    print(f"results: {out_dir / store.FINAL_FILE}")
     print(summary_line(rows))
     return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK
+
+
+def _read_final(out_dir: Path) -> list[Row]:
+    from harness.results import read_csv
+
+    return read_csv(out_dir / store.FINAL_FILE)
+
+
+def _cells_of(rows: Sequence[Row]) -> dict[store.Key, list[Row]]:
+    cells: dict[store.Key, list[Row]] = {}
+    for r in rows:
+        cells.setdefault((r.framework, r.device, r.dtype, r.case), []).append(r)
+    return cells
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, `kill`) stops the run like Ctrl-C: cleanly."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float) -> None:
@@ -139,8 +251,6 @@ def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float) ->
         "precision_modes": precisions,
         "system": system_info(),
     }
-    from harness.results import atomic_write
-
     atomic_write(path, json.dumps(meta, indent=2) + "\n")
 
 

@@ -18,7 +18,11 @@ import yaml
 from harness.cases import Case, ShapeError, geometry
 from harness.dtypes import DEVICES, DTYPES
 
-KEYS: tuple[str, ...] = ("frameworks", "devices", "dtypes", "cases", "seed")
+KEYS: tuple[str, ...] = (
+    "frameworks", "devices", "dtypes", "cases", "seed", "cell_timeout", "timeout",
+)
+CELL_TIMEOUT_S = 300.0  # one cell, worst case a large product on a slow CPU
+TIMEOUT_S = 7200.0  # the whole run
 CASE_KEYS: tuple[str, ...] = ("name", "x", "w")
 DEFAULT_NAME = "default.yaml"
 
@@ -35,6 +39,8 @@ class Config:
     cases: tuple[Case, ...]
     seed: int
     source: str  # where it came from, for messages and the run record
+    cell_timeout: float = CELL_TIMEOUT_S  # seconds; a longer cell is killed: error
+    timeout: float = TIMEOUT_S  # seconds for the whole run; what is left then: error
 
 
 def default_path() -> Path:
@@ -84,6 +90,8 @@ def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
         cases=_cases(data.get("cases"), src),
         seed=_seed(data.get("seed", 0), src),
         source=src,
+        cell_timeout=seconds(data.get("cell_timeout", CELL_TIMEOUT_S), f"{src}: cell_timeout"),
+        timeout=seconds(data.get("timeout", TIMEOUT_S), f"{src}: timeout"),
     )
 
 
@@ -139,6 +147,13 @@ def _seed(value: Any, src: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{src}: seed must be a non-negative integer; received {value!r}")
     return value
+
+
+def seconds(value: Any, what: str) -> float:
+    """A positive number of seconds (config keys and command-line flags alike)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{what} must be a positive number of seconds; received {value!r}")
+    return float(value)
 
 
 def _cases(value: Any, src: str) -> tuple[Case, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import multiprocessing
+import shutil
 import signal
 import tempfile
 import time
@@ -28,14 +29,13 @@ from harness import worker
 from harness.adapters import Adapter, RegistryError, load, target_of
 from harness.cases import Case, make_inputs
 from harness.checks import check
-from harness.config import Config
+from harness.config import CELL_TIMEOUT_S, Config
 from harness.dtypes import get
 from harness.reference import QUANTITIES, Reference, reference
 from harness.results import Row
 from harness.tolerance import params
 from harness.worker import Task
 
-CELL_TIMEOUT_S = 300.0  # one cell, worst case a large product on a slow CPU
 STARTUP_TIMEOUT_S = 300.0  # importing a framework and finding its devices
 STDERR_TAIL_LINES = 5
 
@@ -94,7 +94,7 @@ def _row(
         w_shape="x".join(map(str, c.w)),
         quantity=quantity,
         status=status,
-        reason=reason,
+        reason=" ".join(reason.split("\n")),  # one line per row, in CSV and terminal
         max_abs_err=max_abs_err,
         ratio=ratio,
         k_eff=k_eff,
@@ -149,22 +149,31 @@ class _Worker:
     started: bool = False
 
 
+_Queued = tuple[str, type[Adapter], list[tuple[Task, Cell]]]
+
+
 @dataclass
 class Runner:
-    """Runs planned cells through workers; `on_rows` sees rows as soon as they exist."""
+    """Runs planned cells through workers; `on_rows` sees each cell's rows as it finishes."""
 
     config: Config
     on_rows: Callable[[list[Row]], None]
     progress: Progress | None = None
     jobs: int = 2
     cell_timeout: float = CELL_TIMEOUT_S
+    total_timeout: float | None = None
+    done_before: int = 0  # cells finished by an earlier, interrupted run (resume)
     _done: int = 0
     _total: int = 0
+    _end: float = float("inf")
     _logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="harness-")))
 
-    def run(self, cells: Sequence[Cell]) -> None:
-        self._total = len(cells)
-        queue: deque[tuple[str, type[Adapter], list[tuple[Task, Cell]]]] = deque()
+    def run(self, cells: Sequence[Cell], total: int | None = None) -> None:
+        """Run `cells`; `total` is the whole plan's size when `cells` is what is left."""
+        self._done, self._total = self.done_before, total or len(cells)
+        if self.total_timeout:
+            self._end = time.monotonic() + self.total_timeout
+        queue: deque[_Queued] = deque()
         for name in dict.fromkeys(c.framework for c in cells):
             mine = [(i, c) for i, c in enumerate(cells) if c.framework == name]
             runnable = self._static(name, mine)
@@ -178,9 +187,16 @@ class Runner:
                     name, adapter, todo = queue.popleft()
                     active.append(self._start(ctx, name, adapter, todo))
                 self._step(active, queue)
+                if time.monotonic() > self._end:
+                    self._expire(active, queue)
+        except BaseException:  # Ctrl-C, SIGTERM: end every worker now, keep what finished
+            for w in active:
+                w.process.kill()
+            raise
         finally:
             for w in active:
                 self._stop(w)
+            shutil.rmtree(self._logdir, ignore_errors=True)
 
     def _emit(self, rows: list[Row], framework: str) -> None:
         self.on_rows(rows)
@@ -188,9 +204,7 @@ class Runner:
         if self.progress:
             self.progress(self._done, self._total, framework)
 
-    def _static(
-        self, name: str, mine: list[tuple[int, Cell]]
-    ) -> tuple[str, type[Adapter], list[tuple[Task, Cell]]] | None:
+    def _static(self, name: str, mine: list[tuple[int, Cell]]) -> _Queued | None:
         """Settle what needs no worker: unknown or missing frameworks, unsupported dtypes."""
         try:
             adapter = load(name)
@@ -230,9 +244,9 @@ class Runner:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.cell_timeout
         return _Worker(name, adapter, deque(todo), proc, recv, log, deadline)
 
-    def _step(self, active: list[_Worker], queue: deque[Any]) -> None:
-        timeout = max(0.0, min(w.deadline for w in active) - time.monotonic())
-        ready = wait([w.conn for w in active], timeout=timeout)
+    def _step(self, active: list[_Worker], queue: deque[_Queued]) -> None:
+        nearest = min(min(w.deadline for w in active), self._end)
+        ready = wait([w.conn for w in active], timeout=max(0.0, nearest - time.monotonic()))
         for w in list(active):
             if w.conn in ready:
                 try:
@@ -252,17 +266,19 @@ class Runner:
             w.version, w.started = msg["version"], True
             return
         if msg["event"] == "fatal":
-            while w.pending:
-                _, cell = w.pending.popleft()
-                self._emit(_rows(cell, "error", msg["reason"], w.version), w.framework)
+            self._fail_all(w.framework, w.pending, msg["reason"], w.version)
             return
         task, cell = w.pending.popleft()
         if task.index != msg["index"]:  # the protocol is ours: a mismatch is our bug
             raise RuntimeError(f"worker {w.framework} answered cell {msg['index']}, "
                                f"expected {task.index}")
         if msg["status"] == "ok":
-            rows = judge(cell, msg["outputs"], w.adapter, msg["precision"], w.version,
-                         self.config.seed)
+            try:
+                rows = judge(cell, msg["outputs"], w.adapter, msg["precision"], w.version,
+                             self.config.seed)
+            except Exception as exc:  # e.g. MemoryError building a huge reference
+                rows = _rows(cell, "error", f"harness could not check the results: "
+                             f"{worker.describe(exc)}", w.version, precision=msg["precision"])
         else:
             rows = _rows(cell, msg["status"], msg["reason"], w.version,
                          precision=msg["precision"])
@@ -271,8 +287,16 @@ class Runner:
             self._stop(w)
             active.remove(w)
 
+    def _fail_all(
+        self, framework: str, pending: deque[tuple[Task, Cell]], reason: str, version: str
+    ) -> None:
+        while pending:
+            _, cell = pending.popleft()
+            self._emit(_rows(cell, "error", reason, version), framework)
+
     def _lost(
-        self, w: _Worker, active: list[_Worker], queue: deque[Any], cause: str, kill: bool = False
+        self, w: _Worker, active: list[_Worker], queue: deque[_Queued], cause: str,
+        kill: bool = False,
     ) -> None:
         """A worker died or hung: its current cell is an error, a new worker gets the rest."""
         if kill:
@@ -284,11 +308,21 @@ class Runner:
         _, cell = w.pending.popleft()
         self._emit(_rows(cell, "error", cause, w.version), w.framework)
         if not w.started:  # it died starting up: every later start would too
-            while w.pending:
-                _, cell = w.pending.popleft()
-                self._emit(_rows(cell, "error", cause, w.version), w.framework)
+            self._fail_all(w.framework, w.pending, cause, w.version)
         elif w.pending:
             queue.appendleft((w.framework, w.adapter, list(w.pending)))
+
+    def _expire(self, active: list[_Worker], queue: deque[_Queued]) -> None:
+        """The overall time limit is reached: stop everything, record what did not run."""
+        why = f"timeout: the run's overall limit of {self.total_timeout:g} s was reached"
+        for w in list(active):
+            w.process.kill()
+            self._stop(w)
+            active.remove(w)
+            self._fail_all(w.framework, w.pending, why, w.version)
+        while queue:
+            name, _, todo = queue.popleft()
+            self._fail_all(name, deque(todo), why, "")
 
     def _death_cause(self, w: _Worker) -> str:
         w.process.join(timeout=10)
@@ -296,7 +330,10 @@ class Runner:
         if code is None:
             cause = "worker closed its pipe without exiting"
         elif code < 0:
-            cause = f"worker killed by {signal.Signals(-code).name}"
+            name = signal.Signals(-code).name
+            cause = f"worker killed by {name}"
+            if name == "SIGKILL":
+                cause += " (the kernel's out-of-memory killer, or an external kill)"
         else:
             cause = f"worker exited with status {code}"
         tail = _tail(w.log)
@@ -310,20 +347,32 @@ class Runner:
             w.process.join(timeout=5)
 
 
+def cell_key(cell: Cell) -> tuple[str, str, str, str]:
+    return (cell.framework, cell.device, cell.dtype, cell.case.name)
+
+
+def row_key(row: Row) -> tuple[str, str, str, str]:
+    return (row.framework, row.device, row.dtype, row.case)
+
+
+def in_plan_order(rows: Sequence[Row], cells: Sequence[Cell]) -> list[Row]:
+    order = {cell_key(c): i for i, c in enumerate(cells)}
+    return sorted(rows, key=lambda r: order.get(row_key(r), len(order)))
+
+
 def verify(
     config: Config,
     *,
     progress: Progress | None = None,
     jobs: int = 2,
     cell_timeout: float = CELL_TIMEOUT_S,
+    total_timeout: float | None = None,
 ) -> list[Row]:
     """Run every cell of `config`; rows in plan order (framework, device, dtype, case)."""
     cells = plan(config)
     rows: list[Row] = []
-    Runner(config, rows.extend, progress, jobs, cell_timeout).run(cells)
-    order = {(c.framework, c.device, c.dtype, c.case.name): i for i, c in enumerate(cells)}
-    rows.sort(key=lambda r: order[(r.framework, r.device, r.dtype, r.case)])
-    return rows
+    Runner(config, rows.extend, progress, jobs, cell_timeout, total_timeout).run(cells)
+    return in_plan_order(rows, cells)
 
 
 def _tail(path: Path) -> str:

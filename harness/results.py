@@ -76,16 +76,45 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+class ResultsFileError(ValueError):
+    """A results file that is corrupt or not ours; the message names the file and line."""
+
+
+_TYPES = {f.name: f.type for f in dataclasses.fields(Row)}
+
+
 def read_csv(path: Path) -> list[Row]:
-    types = {f.name: f.type for f in dataclasses.fields(Row)}
+    """Rows of a verify.csv; anything malformed raises ResultsFileError (file and line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{path}: cannot read results file ({exc})") from None
+    reader = csv.reader(text.splitlines(keepends=True))
+    header = next(reader, None)
+    if header != list(COLUMNS):
+        raise ResultsFileError(
+            f"{path}: not a matmul-harness verify results file; expected the header "
+            f"{','.join(COLUMNS)}; received {','.join(header or ['<empty file>'])[:120]}"
+        )
     out = []
-    with path.open(encoding="utf-8", newline="") as f:
-        for rec in csv.DictReader(f):
-            kw: dict[str, object] = {}
-            for c in COLUMNS:
-                t = types[c]
-                kw[c] = float(rec[c]) if t == "float" else int(rec[c]) if t == "int" else rec[c]
-            out.append(Row(**kw))  # type: ignore[arg-type]
+    for lineno, rec in enumerate(reader, start=2):
+        if len(rec) != len(COLUMNS):
+            raise ResultsFileError(
+                f"{path}: line {lineno}: expected {len(COLUMNS)} fields; received {len(rec)}"
+            )
+        kw: dict[str, object] = {}
+        try:
+            for c, v in zip(COLUMNS, rec, strict=True):
+                t = _TYPES[c]
+                kw[c] = (float(v) if v else float("nan")) if t == "float" else (
+                    int(v) if t == "int" else v)
+        except ValueError as exc:
+            raise ResultsFileError(f"{path}: line {lineno}: {exc}") from None
+        if kw["status"] not in STATUSES:
+            raise ResultsFileError(
+                f"{path}: line {lineno}: status {kw['status']!r}; allowed: {', '.join(STATUSES)}"
+            )
+        out.append(Row(**kw))  # type: ignore[arg-type]
     return out
 
 

@@ -49,7 +49,7 @@ def main(
         adapter = load_target(target, framework)()
         version = adapter.version()
     except Exception as exc:  # a broken install must not look like a crash of ours
-        conn.send({"event": "fatal", "reason": f"{framework} failed to start: {_describe(exc)}"})
+        conn.send({"event": "fatal", "reason": f"{framework} failed to start: {describe(exc)}"})
         return
     conn.send({"event": "hello", "version": version})
     device_reasons: dict[str, str | None] = {}
@@ -68,14 +68,29 @@ def main(
             except AdapterUnavailable as exc:
                 msg.update(status="skip", reason=str(exc))
             except Exception as exc:
-                msg.update(status="error", reason=_describe(exc))
+                msg.update(status="error", reason=describe(exc))
         conn.send(msg)
     conn.close()
 
 
-def _describe(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+_OOM_MARKERS = ("out of memory", "resource_exhausted", "outofmemory", "failed to allocate")
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: first line`, prefixed `out of memory:` when that is what it is.
+
+    Frameworks spell OOM differently: MemoryError (numpy), torch.OutOfMemoryError,
+    XlaRuntimeError "RESOURCE_EXHAUSTED" (JAX), ResourceExhaustedError (TensorFlow).
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    probe = f"{type(exc).__name__} {text[:2000]}".lower()
+    if isinstance(exc, MemoryError) or any(m in probe for m in _OOM_MARKERS) or (
+        "resourceexhausted" in probe
+    ):
+        return f"out of memory: {what}"
+    return what
 
 
 def _redirect_output(log_path: str) -> None:

@@ -143,11 +143,14 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path, capsys, text: str,  
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--config", "/no/such/file.yaml"], "/no/such/file.yaml: config file not found"),
-    (["--framework", "mxnet"], "--framework 'mxnet': unknown value; allowed: numpy, torch, jax"),
+    (["--framework", "mxnet"], "--framework 'mxnet': unknown framework; known: numpy, torch, "
+                               "jax, tensorflow (installed here: numpy"),
     (["--dtype", "float8"], "--dtype 'float8': unknown value"),
     (["--device", "metal"], "--device 'metal': unknown value; allowed: cpu, gpu"),
     (["--out", "/etc/hostname/sub"], "is not a writable folder"),
     (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--cell-timeout", "0"], "--cell-timeout must be a positive number of seconds"),
+    (["--timeout", "-5"], "--timeout must be a positive number of seconds; received -5.0"),
 ])
 def test_bad_arguments_exit_2(capsys, no_plugins, argv: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
     code, out, err = run(capsys, "verify", *argv)
