@@ -30,6 +30,7 @@ from harness.results import (
     atomic_write,
     matrix,
     problems,
+    read_csv,
     summary_line,
     write_csv,
     write_junit,
@@ -55,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the main job: verify the default config into results/")
     r.add_argument("--config", help="YAML config (default: the embedded configs/default.yaml)")
     r.add_argument("--out", help="output folder (default: a new folder under results/)")
+    b = sub.add_parser("bench", help="time every framework through asv in this environment")
+    b.add_argument("--quick", action="store_true",
+                   help="asv --quick on the small built-in quick selection (one warm call "
+                        "per cell)")
+    b.add_argument("--config", help="bench YAML selecting frameworks, devices, dtypes, shapes "
+                                    "(default: the built-in selection)")
+    b.add_argument("--results-dir", metavar="DIR",
+                   help="where asv writes results (default: asv.conf.json's, results/)")
+    b.add_argument("asv_args", nargs=argparse.REMAINDER, metavar="-- ASV_RUN_ARGS",
+                   help="passed to asv run, e.g. -- --show-stderr")
     return p
 
 
@@ -85,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return verify_command(config=args.config, out=args.out, prefix="run")
+        if args.command == "bench":
+            from harness.bench import run_bench  # lazy: keeps `import harness` light
+
+            extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
+            return run_bench(quick=args.quick, config=args.config, extra_args=extra,
+                             results_dir=Path(args.results_dir) if args.results_dir else None)
         return verify_command(
             config=args.config, frameworks=args.framework, devices=args.device,
             dtypes=args.dtype, out=args.out, resume=args.resume, junit=args.junit,
@@ -161,7 +178,7 @@ def verify_command(
         cfg = _select(store.load_config(out_dir, known), (), (), (), cell_timeout, timeout)
         kept = store.read_cells(out_dir)
         if not kept and (out_dir / store.FINAL_FILE).is_file():
-            kept = _cells_of(_read_final(out_dir))
+            kept = store.group_cells(read_csv(out_dir / store.FINAL_FILE))
     else:
         cfg = _select(load(config, known), frameworks, devices, dtypes, cell_timeout, timeout)
         out_dir = _out_dir(out, prefix)
@@ -205,19 +222,6 @@ def verify_command(
     print(f"results: {out_dir / store.FINAL_FILE}")
     print(summary_line(rows))
     return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK
-
-
-def _read_final(out_dir: Path) -> list[Row]:
-    from harness.results import read_csv
-
-    return read_csv(out_dir / store.FINAL_FILE)
-
-
-def _cells_of(rows: Sequence[Row]) -> dict[store.Key, list[Row]]:
-    cells: dict[store.Key, list[Row]] = {}
-    for r in rows:
-        cells.setdefault((r.framework, r.device, r.dtype, r.case), []).append(r)
-    return cells
 
 
 @contextmanager

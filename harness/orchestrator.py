@@ -376,8 +376,18 @@ def verify(
 
 
 def _tail(path: Path) -> str:
+    """What the worker's stderr says about its death, on one line.
+
+    A faulthandler dump (fatal signal) is summarised as its headline and innermost frame;
+    anything else by its last lines.
+    """
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        lines = [ln.strip() for ln in
+                 path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in lines[-STDERR_TAIL_LINES:])
+    fatal = [i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")]
+    if fatal:
+        frames = [ln for ln in lines[fatal[-1]:] if ln.startswith("File ")]
+        return " | ".join([lines[fatal[-1]], *frames[:1]])
+    return " | ".join(lines[-STDERR_TAIL_LINES:])

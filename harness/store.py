@@ -68,11 +68,11 @@ class CellLog:
     def __init__(self, out_dir: Path, kept: dict[Key, list[Row]]) -> None:
         """Start the log afresh holding `kept` (written atomically), then append to it."""
         self.path = out_dir / PARTIAL_FILE
-        atomic_write(self.path, "".join(_line(rows) for rows in kept.values()))
+        atomic_write(self.path, "".join(line(rows) for rows in kept.values()))
         self._f = self.path.open("a", encoding="utf-8")
 
     def append(self, rows: Sequence[Row]) -> None:
-        self._f.write(_line(rows))
+        self._f.write(line(rows))
         self._f.flush()
         os.fsync(self._f.fileno())  # survives machine loss, not only kill -9
 
@@ -80,11 +80,20 @@ class CellLog:
         self._f.close()
 
 
-def _line(rows: Sequence[Row]) -> str:
+def line(rows: Sequence[Row]) -> str:
+    """One cell's record in the partial log: a single JSON line."""
     r = rows[0]
     cell = [r.framework, r.device, r.dtype, r.case]
     return json.dumps({"format": FORMAT, "cell": cell,
                        "rows": [dataclasses.asdict(x) for x in rows]}) + "\n"
+
+
+def group_cells(rows: Sequence[Row]) -> dict[Key, list[Row]]:
+    """Rows grouped by cell, in order."""
+    cells: dict[Key, list[Row]] = {}
+    for r in rows:
+        cells.setdefault((r.framework, r.device, r.dtype, r.case), []).append(r)
+    return cells
 
 
 def read_cells(out_dir: Path) -> dict[Key, list[Row]]:
@@ -99,7 +108,7 @@ def read_cells(out_dir: Path) -> dict[Key, list[Row]]:
     cells: dict[Key, list[Row]] = {}
     for n, line in enumerate(lines, start=1):
         try:
-            rows = _parse_line(line)
+            rows = _parseline(line)
         except (ValueError, KeyError, TypeError) as exc:
             if n == len(lines) and not line.endswith("\n"):
                 break  # the line a killed run was writing: that cell runs again
@@ -112,7 +121,7 @@ def read_cells(out_dir: Path) -> dict[Key, list[Row]]:
     return cells
 
 
-def _parse_line(line: str) -> list[Row]:
+def _parseline(line: str) -> list[Row]:
     data: Any = json.loads(line)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"expected format {FORMAT!r}")

@@ -12,7 +12,9 @@ and a crash here cannot corrupt the orchestrator) and reads messages from a pipe
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -43,6 +45,12 @@ def main(
 ) -> None:
     """Entry point in the child process; `target` is the adapter's `module:Class`."""
     _redirect_output(log_path)
+    # A fatal signal (segfault in a framework) leaves a Python traceback in the log, which
+    # the orchestrator quotes in the cell's error.
+    faulthandler.enable()
+    # Ctrl-C reaches the whole process group; the orchestrator decides what stops, and a
+    # worker dying of SIGINT first would record its cell as an error instead of "not run".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     try:
