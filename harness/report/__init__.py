@@ -1,0 +1,14 @@
+"""Comparison reports: verify.csv + run.json + asv results -> report.html and report.md.
+
+load.py reads every input into one long-form table; analysis.py computes what is shown;
+tables.py and figures.py present it; render.py writes both files through the Jinja2
+templates in templates/. Importing `harness` or `harness.cli` does not import this package
+(it pulls in pandas and matplotlib): the CLI imports it when `report` runs.
+"""
+
+from __future__ import annotations
+
+from harness.report.load import ReportInputError
+from harness.report.render import build_report
+
+__all__ = ["ReportInputError", "build_report"]

@@ -1,0 +1,398 @@
+"""`matmul-harness report`: generation from fixture results (full and partial), the
+self-contained HTML, Markdown that parses back to the same numbers, and bad input.
+
+Fixtures (tests/fixtures/report, written by tools/report_fixtures.py): `full` has two
+machines (a CPU box with a failing cell, a GPU box with an erroring cell), their verify
+output and asv results, one machine with two asv runs of which the newer must win;
+`partial` is correctness only, one machine, tensorflow missing, no asv results.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.report import ReportInputError, build_report
+from harness.report.load import flops, load
+from harness.report.peaks import default_path, find, load_peaks, validate
+from tests.conftest import chdir
+
+FIX = Path(__file__).parent / "fixtures" / "report"
+FULL_DIRS = [FIX / "full" / "verify-cpu", FIX / "full" / "verify-gpu"]
+ASV = FIX / "full" / "asv"
+FRAMEWORKS = ("numpy", "torch", "jax", "tensorflow")
+SECTIONS = ("system", "correctness", "timings", "speedup", "gflops", "peak", "accuracy")
+NEW_RUN = ASV / "ci-box-cpu" / "a1b2c3d4-existing-py_usr_local_bin_python3.11.json"
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    html, md = build_report(FULL_DIRS, tmp_path_factory.mktemp("full"), asv_results=ASV)
+    return html.read_text(encoding="utf-8"), md.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    # An empty working directory: no asv.conf.json and no results/, so no asv results.
+    with chdir(tmp_path_factory.mktemp("cwd")):
+        html, md = build_report([FIX / "partial" / "verify-cpu"],
+                                tmp_path_factory.mktemp("partial"))
+    return html.read_text(encoding="utf-8"), md.read_text(encoding="utf-8")
+
+
+def sections(html: str) -> dict[str, str]:
+    parts = re.split(r'<section id="([a-z]+)">', html)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def md_tables(md: str) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """(## section, ### title, rows as {column: cell}) for every GFM table."""
+    out: list[tuple[str, str, list[dict[str, str]]]] = []
+    section = title = ""
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## "):
+            section, title = line[3:], ""
+        elif line.startswith("### "):
+            title = line[4:]
+        elif line.startswith("|") and i + 1 < len(lines) and re.match(r"^\|[:\-|]+\|$",
+                                                                        lines[i + 1]):
+            header = _cells(line)
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(dict(zip(header, _cells(lines[i]), strict=True)))
+                i += 1
+            out.append((section, title, rows))
+            continue
+        i += 1
+    return out
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def number(cell: str) -> float:
+    m = re.search(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", cell)
+    assert m, f"no number in cell {cell!r}"
+    return float(m.group())
+
+
+def close(parsed: float, exact: float, what: str) -> None:
+    # Cells carry three significant digits.
+    assert math.isclose(parsed, exact, rel_tol=6e-3), f"{what}: {parsed} != {exact}"
+
+
+# --- the full report ---------------------------------------------------------------------
+
+
+def test_full_report_has_every_section_in_order(full: tuple[str, str]) -> None:
+    html, md = full
+    assert re.findall(r'<section id="([a-z]+)">', html) == list(SECTIONS)
+    for name, body in sections(html).items():
+        assert 'class="empty"' not in body, f"section {name} is empty with full inputs"
+    assert [h[3:] for h in md.splitlines() if h.startswith("## ")] == [
+        "System", "Correctness matrix", "Timings per dtype", "Speedup over numpy",
+        "GFLOP/s against size", "Fraction of peak", "Accuracy against speed"]
+
+
+def test_html_is_self_contained(full: tuple[str, str]) -> None:
+    html, _ = full
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//|@import|<script|<link", html, re.I)
+    assert "http://" not in html and "https://" not in html
+
+
+def test_html_has_inline_figures_and_names_every_framework(full: tuple[str, str]) -> None:
+    from PIL import Image
+
+    html, _ = full
+    figures = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(figures) >= 4
+    for data in figures:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            assert im.format == "PNG" and im.width > 200 and im.height > 100
+    text = re.sub(r"<[^>]+>", " ", html)
+    for fw in FRAMEWORKS:
+        assert fw in text
+    s = sections(html)
+    assert 'class="fail"' in s["correctness"] and 'class="error"' in s["correctness"]
+    for name in ("correctness", "speedup", "gflops", "peak", "accuracy"):
+        assert "data:image/png;base64," in s[name], f"no figure in {name}"
+
+
+def test_system_cards_name_cpu_gpu_versions_and_blas(full: tuple[str, str]) -> None:
+    card = sections(full[0])["system"]
+    for text in ("ci-box-cpu", "AMD EPYC 7B13", "NVIDIA H100 80GB HBM3", "torch 2.13.0+cpu",
+                 "openblas 0.3.31", "OMP_NUM_THREADS=16", "tf32: jax:gpu", "a1b2c3d4"):
+        assert text in card
+
+
+def test_markdown_correctness_matrix_parses_back_to_verify_csv(full: tuple[str, str]) -> None:
+    worst: dict[tuple[str, str, str, str], float] = {}
+    with (FIX / "full" / "verify-cpu" / "verify.csv").open() as f:
+        for r in csv.DictReader(f):
+            if r["status"] in ("pass", "fail"):
+                k = (r["framework"], r["device"], r["dtype"], r["quantity"])
+                worst[k] = max(worst.get(k, 0.0), float(r["ratio"]))
+    tables = [rows for sec, title, rows in md_tables(full[1])
+              if sec == "Correctness matrix" and title == "ci-box-cpu"]
+    assert len(tables) == 1
+    seen = 0
+    for row in tables[0]:
+        fw, dev = row["framework:device"].split(":")
+        q = row["quantity"]
+        for dtype, cell in row.items():
+            if dtype in ("framework:device", "quantity") or "skip" in cell:
+                continue
+            close(number(cell), worst[(fw, dev, dtype, q)], f"{fw}:{dev} {q} {dtype}")
+            seen += 1
+    assert seen == 4 * 6 * 3 - 3  # numpy has no bfloat16
+    fail = next(r for r in tables[0]
+                if r["framework:device"] == "tensorflow:cpu" and r["quantity"] == "dW")
+    assert fail["float16"].startswith("❌") and "1 failed" in fail["float16"]
+    # The all-skipped GPU rows of a CPU machine are listed, not drawn.
+    assert {r["framework:device"] for r in tables[0]} == {f"{f}:cpu" for f in FRAMEWORKS}
+
+
+def _asv_times(path: Path) -> dict[tuple[str, ...], float]:
+    data = json.loads(path.read_text())
+    entry = dict(zip(data["result_columns"], data["results"]["matmul.TimeMatmul.time_matmul"],
+                     strict=False))
+    combos = itertools.product(*[[v.strip("'") for v in p] for p in entry["params"]])
+    return {c: v for c, v in zip(combos, entry["result"], strict=True)
+            if v is not None and not math.isnan(v)}
+
+
+def test_markdown_speedups_parse_back_to_the_newest_asv_run(full: tuple[str, str]) -> None:
+    times = _asv_times(NEW_RUN)
+    rows = next(rows for sec, title, rows in md_tables(full[1])
+                if sec == "Speedup over numpy" and title == "ci-box-cpu")
+    for row in rows:
+        fw, dev = row["framework:device"].split(":")
+        for dtype in ("float32", "float64", "complex64"):
+            ratios = [times[("numpy", dev, dtype, s, p)] / t
+                      for (f, d, dt, s, p), t in times.items()
+                      if (f, d, dt) == (fw, dev, dtype) and ("numpy", dev, dtype, s, p) in times]
+            exact = math.exp(sum(map(math.log, ratios)) / len(ratios))
+            close(number(row[dtype]), exact, f"speedup {fw}:{dev} {dtype}")
+
+
+def test_markdown_timings_parse_back(full: tuple[str, str]) -> None:
+    times = _asv_times(NEW_RUN)
+    rows = next(rows for sec, _, rows in md_tables(full[1]) if sec == "Timings per dtype")
+    unit = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}
+    checked = 0
+    for row in rows:  # bfloat16 on ci-box-cpu, cpu: the first timing table
+        for fw in ("torch", "tensorflow"):
+            m = re.match(r"([\d.]+) (s|ms|µs|ns) · ([\d.]+) (G|T)FLOP/s", row[fw])
+            assert m, row[fw]
+            t = times[(fw, "cpu", "bfloat16", row["shape (MxKxN)"], row["pass"])]
+            close(float(m.group(1)) * unit[m.group(2)], t, f"time {fw} {row}")
+            gf = flops(row["shape (MxKxN)"], row["pass"], "bfloat16") / t / 1e9
+            close(float(m.group(3)) * (1e3 if m.group(4) == "T" else 1), gf, "GFLOP/s")
+            checked += 1
+    assert checked == 2 * 3 * 3
+    assert any(r["jax"] == "failed" for r in rows)  # the null result in asv
+    assert all(r["numpy"] == "n/a" for r in rows)  # NaN: numpy has no bfloat16
+
+
+def test_newest_run_wins_on_the_identity_key() -> None:
+    data = load(FULL_DIRS, ASV)
+    t = data.table
+    cpu = t[(t["machine"] == "ci-box-cpu") & (t["kind"] == "time")]
+    assert not cpu.duplicated(["benchmark", "framework", "device", "dtype", "case",
+                               "quantity"]).any()
+    assert set(cpu["origin"]) == {str(NEW_RUN)}
+    assert len(cpu) == 4 * 1 * 4 * 3 * 3
+    assert {"track", "peakmem"} <= set(t["kind"])
+    assert len(data.machines["ci-box-cpu"].asv_runs) == 2
+
+
+# --- the partial report ------------------------------------------------------------------
+
+
+def test_partial_report_explains_every_missing_part(partial: tuple[str, str]) -> None:
+    html, md = partial
+    s = sections(html)
+    assert list(s) == list(SECTIONS)
+    assert 'class="empty"' not in s["correctness"]
+    assert "data:image/png;base64," in s["correctness"]  # the heatmap
+    for name in ("timings", "speedup", "gflops", "peak", "accuracy"):
+        assert 'class="empty"' in s[name] and "No asv timings were found" in s[name], name
+        assert "<img" not in s[name]
+    # The missing framework is named, so all four appear.
+    assert "laptop-cpu: no correctness results for tensorflow" in s["correctness"]
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert all(fw in text for fw in FRAMEWORKS)
+    assert md.count("> No asv timings were found") == 5
+    rows = next(rows for sec, _, rows in md_tables(md) if sec == "Correctness matrix")
+    assert list(dict.fromkeys(r["framework:device"] for r in rows)) == [
+        "numpy:cpu", "torch:cpu", "jax:cpu"]
+    assert [r["quantity"] for r in rows[:3]] == ["Y", "dX", "dW"]
+
+
+def test_precision_modes_are_separate_rows(tmp_path: Path) -> None:
+    """verify checks a cell in full precision (pinned) and as shipped (default): both
+    rows stay (the mode is part of the identity key) and show as separate rows."""
+    from harness import results
+
+    if "precision_mode" not in results.COLUMNS:
+        pytest.skip("this verify.csv has no precision_mode column")
+    rows = [results.Row("torch", "gpu", "float32", "square", "8x8", "8x8", "Y", "pass", "",
+                        1e-6, ratio, 8, prec, "2.13.0", precision_mode=mode)
+            for mode, ratio, prec in (("pinned", 0.25, "ieee"), ("default", 0.75, "tf32"))]
+    (tmp_path / "v").mkdir()
+    results.write_csv(rows, tmp_path / "v" / "verify.csv")
+    with chdir(tmp_path):
+        _, md = build_report([tmp_path / "v"], tmp_path / "out")
+    table = next(rows for sec, _, rows in md_tables(md.read_text())
+                 if sec == "Correctness matrix")
+    got = {r["framework:device"]: number(r["float32"]) for r in table}
+    assert got == {"torch:gpu": 0.25, "torch:gpu:default": 0.75}
+
+
+def test_no_inputs_at_all_is_an_explained_report(tmp_path: Path) -> None:
+    with chdir(tmp_path):
+        html, md = build_report([], tmp_path / "out")
+    s = sections(html.read_text())
+    assert all('class="empty"' in body for body in s.values())
+    assert "No correctness results" in md.read_text()
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def test_cli_report_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    with chdir(tmp_path):
+        code = main(["report", str(FIX / "partial" / "verify-cpu"), "--out", str(out),
+                     "--baseline", "torch"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"report: {out / 'report.html'}" in captured.out
+    assert (out / "report.html").is_file() and (out / "report.md").is_file()
+
+
+def test_cli_report_finds_verify_folders_under_results(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    shutil.copytree(FIX / "partial" / "verify-cpu", tmp_path / "results" / "run-1")
+    with chdir(tmp_path):
+        code = main(["report", "--out", "rep"])
+    assert code == 0
+    assert "1 verify output folder(s) found" in capsys.readouterr().out
+    assert "laptop-cpu" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def _bad(tmp_path: Path, kind: str) -> tuple[list[str], str]:
+    """argv for `report` with one bad input, and the file the message must name."""
+    good = str(FIX / "partial" / "verify-cpu")
+    if kind == "missing dir":
+        return [str(tmp_path / "nope")], "nope"
+    if kind == "foreign csv":
+        d = tmp_path / "v"
+        d.mkdir()
+        (d / "verify.csv").write_text("a,b\n1,2\n")
+        return [str(d)], "verify.csv"
+    if kind == "corrupt run.json":
+        d = tmp_path / "v"
+        d.mkdir()
+        (d / "verify.csv").write_text((FIX / "partial" / "verify-cpu" / "verify.csv").read_text())
+        (d / "run.json").write_text("{not json")
+        return [str(d)], "run.json"
+    if kind in ("foreign asv file", "corrupt asv file"):
+        m = tmp_path / "asv" / "box"
+        m.mkdir(parents=True)
+        (m / "machine.json").write_text('{"machine": "box", "version": 1}')
+        (m / "abc-env.json").write_text('{"hello": 1}' if kind.startswith("foreign")
+                                        else '{"results": ')
+        return [good, "--asv-results", str(tmp_path / "asv")], "abc-env.json"
+    if kind == "missing asv path":
+        return [good, "--asv-results", str(tmp_path / "none")], "none"
+    if kind == "bad peaks":
+        p = tmp_path / "peaks.yaml"
+        p.write_text("devices:\n  - {name: x, match: x, device: tpu, peaks: {float32: 1}}\n")
+        return [good, "--peaks", str(p)], "peaks.yaml"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing dir", "foreign csv", "corrupt run.json",
+                                  "foreign asv file", "corrupt asv file", "missing asv path",
+                                  "bad peaks"])
+def test_cli_report_bad_input_is_exit_2_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    argv, name = _bad(tmp_path, kind)
+    with chdir(tmp_path):
+        code = main(["report", *argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("matmul-harness: error: ") and err.count("\n") == 1, err
+    assert name in err and "Traceback" not in err
+
+
+# --- peaks and FLOPs ---------------------------------------------------------------------
+
+
+def test_shipped_peak_table_is_valid_and_matches_models() -> None:
+    peaks = load_peaks(default_path())
+    assert find(peaks, "gpu", "NVIDIA H100 80GB HBM3").name == "NVIDIA H100 SXM"  # type: ignore[union-attr]
+    assert find(peaks, "gpu", "NVIDIA H100 PCIe").name == "NVIDIA H100 PCIe"  # type: ignore[union-attr]
+    assert find(peaks, "cpu", "AMD EPYC 7B13").per_core  # type: ignore[union-attr]
+    assert find(peaks, "gpu", "AMD EPYC 7B13") is None
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ([], "top level: expected exactly one key, devices"),
+    ({"devices": [], "x": 1}, "top level"),
+    ({"devices": [{"name": "a", "match": "a", "device": "cpu", "peaks": {"float32": 1},
+                   "colour": 1}]}, "devices[0].colour: unknown key"),
+    ({"devices": [{"name": "a", "match": "a", "device": "cpu"}]}, "devices[0].peaks: missing"),
+    ({"devices": [{"name": "a", "match": "a", "device": "cpu", "peaks": {"fp8": 1}}]},
+     "devices[0].peaks.fp8: unknown dtype"),
+    ({"devices": [{"name": "a", "match": "a", "device": "cpu", "peaks": {"float32": -1}}]},
+     "devices[0].peaks.float32: expected a positive number"),
+    ({"devices": [{"name": "a", "match": "a", "device": "cpu", "peaks": {"float32": True}}]},
+     "expected a positive number"),
+    ({"devices": [{"name": "a", "match": "a", "device": "cpu", "peaks": {"float32": 1}},
+                  {"name": "a", "match": "b", "device": "gpu", "peaks": {"float32": 1}}]},
+     "devices[1].name: duplicate name 'a'"),
+    ({"devices": [{"name": "a", "match": "", "device": "cpu", "peaks": {"float32": 1}}]},
+     "devices[0].match: expected a non-empty string"),
+    ({"devices": [{"name": "a", "match": "a", "device": "cpu", "per_core": "yes",
+                   "peaks": {"float32": 1}}]}, "devices[0].per_core: expected true or false"),
+])
+def test_peak_table_is_validated_strictly(data: object, message: str) -> None:
+    with pytest.raises(ReportInputError, match=re.escape(message)):
+        validate(data, "peaks.yaml")
+
+
+def test_flops_per_pass_and_dtype() -> None:
+    n = 2 * 1024**3
+    assert flops("1024x1024x1024", "forward", "float32") == n
+    assert flops("1024x1024x1024", "backward", "float64") == 2 * n
+    assert flops("1024x1024x1024", "forward_backward", "float16") == 3 * n
+    assert flops("1024x1024x1024", "forward", "complex64") == 4 * n  # 8 real ops per MAC
+    assert flops("4x8x16x32", "forward", "float32") == 2 * 4 * 8 * 16 * 32  # batched
+    with pytest.raises(ValueError, match="MxKxN"):
+        flops("1024", "forward", "float32")
+
+
+def test_flops_agree_with_the_benchmark_shapes_module() -> None:
+    shapes = pytest.importorskip("harness.shapes")
+    for shape in ("64x64x64", "16x2560x2560", "24000x2816x8448"):
+        for p in ("forward", "backward", "forward_backward"):
+            assert flops(shape, p, "float32") == shapes.flops(shape, p)
