@@ -101,13 +101,38 @@ class Inputs:
     g: np.ndarray
 
 
+@dataclass(frozen=True)
+class Tangents:
+    """Directions for the forward-mode and second-order checks, in the dtype under test.
+
+    `tx`, `tw`: the JVP's input tangents (`dY = tX·W + X·tW`); `v`: the vector that
+    `⟨dX, V⟩` is differentiated along for the second-order check (X's shape).
+    """
+
+    tx: np.ndarray
+    tw: np.ndarray
+    v: np.ndarray
+
+
 def make_inputs(case: Case, dtype: DType, seed: int) -> Inputs:
     """Zero-mean normal values rounded to `dtype`, deterministic per (seed, case, dtype)."""
-    key = zlib.crc32(f"{case.name}\0{dtype.name}".encode())
-    rng = np.random.default_rng([seed, key])
+    rng = _rng(case, dtype, seed, "inputs")
     shapes = (case.x, case.w, case.geometry.y_shape)
     x, w, g = (_draw(rng, s, dtype) for s in shapes)
     return Inputs(x, w, g)
+
+
+def make_tangents(case: Case, dtype: DType, seed: int) -> Tangents:
+    """Like `make_inputs`, from an independent stream (the inputs do not change)."""
+    rng = _rng(case, dtype, seed, "tangents")
+    tx, tw, v = (_draw(rng, s, dtype) for s in (case.x, case.w, case.x))
+    return Tangents(tx, tw, v)
+
+
+def _rng(case: Case, dtype: DType, seed: int, stream: str) -> np.random.Generator:
+    key = zlib.crc32(f"{case.name}\0{dtype.name}".encode())
+    salt = {"inputs": 0, "tangents": 1}[stream]
+    return np.random.default_rng([seed, key] if salt == 0 else [seed, key, salt])
 
 
 def _draw(rng: np.random.Generator, shape: Shape, dtype: DType) -> np.ndarray:

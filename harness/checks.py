@@ -14,6 +14,9 @@ import numpy as np
 from harness.dtypes import DType
 from harness.tolerance import BoundParams, bound
 
+NAN = float("nan")
+BIAS_Z = 6.0  # |β| beyond this many standard deviations of unbiased rounding is a bias
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -21,10 +24,38 @@ class Outcome:
     reason: str
     max_abs_err: float
     ratio: float
+    effective_bits: float = NAN  # -log2(rms(got - ref) / rms(ref)); inf when exact
+    bias: float = NAN  # β = Re Σ(got - ref)·conj(ref) / Σ|ref|²
+    bias_sigma: float = NAN  # β's standard deviation under unbiased rounding to the dtype
+
+    @property
+    def biased(self) -> bool:
+        """A systematic relative error: invisible per element below one ulp, not in β."""
+        return bool(abs(self.bias) > BIAS_Z * self.bias_sigma)
 
 
-def _fail(reason: str, err: float = float("nan"), ratio: float = float("nan")) -> Outcome:
+def _fail(reason: str, err: float = NAN, ratio: float = NAN) -> Outcome:
     return Outcome("fail", reason, err, ratio)
+
+
+def statistics(got: np.ndarray, ref: np.ndarray, dtype: DType) -> tuple[float, float, float]:
+    """(effective bits, β, σ_β) of finite, same-shaped results.
+
+    β is NUMERICS.md's aggregate bias statistic. Under round-to-nearest each element's
+    relative rounding error is about uniform with variance u²/3 and independent, so
+    σ_β = (u/√3)·√Σ|ref|⁴ / Σ|ref|²: a relative scaling far below one ulp (1e-3 in
+    float16 or bfloat16) stands out once there are enough elements.
+    """
+    ref2 = np.abs(ref) ** 2
+    norm = float(ref2.sum())
+    if ref.size == 0 or norm == 0.0:
+        return NAN, NAN, NAN
+    diff = got - ref
+    err2 = float((np.abs(diff) ** 2).sum())
+    bits = float("inf") if err2 == 0.0 else -0.5 * float(np.log2(err2 / norm))
+    beta = float(np.real(np.vdot(ref, diff))) / norm
+    sigma = dtype.u_out / np.sqrt(3.0) * float(np.sqrt((ref2**2).sum())) / norm
+    return bits, beta, sigma
 
 
 def check(
@@ -55,6 +86,7 @@ def check(
         g, ref, scale = g[finite], ref[finite], scale[finite]
     if ref.size == 0:
         return Outcome("pass", "", 0.0, 0.0)
+    bits, beta, sigma = statistics(g, ref, dtype)
     err = np.abs(g - ref)
     del g
     allowed = bound(ref, scale, dtype, params, precision)
@@ -64,18 +96,17 @@ def check(
     i = int(np.argmax(ratios))
     ratio, max_err = float(ratios.flat[i]), float(err.max())
     if ratio <= 1.0:
-        return Outcome("pass", "", max_err, ratio)
+        return Outcome("pass", "", max_err, ratio, bits, beta, sigma)
     if finite.all():
         where = tuple(int(j) for j in np.unravel_index(i, ref.shape))
     else:
         where = tuple(int(j) for j in np.unravel_index(np.flatnonzero(finite)[i], finite.shape))
-    return _fail(
+    reason = (
         f"{quantity}: |err|={float(err.flat[i]):.3g} at {where} is {ratio:.3g}x the allowed "
         f"{float(allowed.flat[i]):.3g} (got {_num((got.astype(ref.dtype))[where])}, "
-        f"expected {_num(ref.flat[i])})",
-        max_err,
-        ratio,
+        f"expected {_num(ref.flat[i])})"
     )
+    return Outcome("fail", reason, max_err, ratio, bits, beta, sigma)
 
 
 def _num(v: complex | float) -> str:

@@ -21,9 +21,10 @@ from types import FrameType
 
 from harness import __version__, store
 from harness.adapters import RegistryError, load_target, registry
-from harness.config import Config, ConfigError, load, seconds, validate_selection
+from harness.config import PRECISION_MODES, Config, ConfigError, load, seconds, validate_selection
 from harness.dtypes import DEVICES, DTYPES
-from harness.orchestrator import Progress, Runner, cell_key, in_plan_order, plan
+from harness.orchestrator import Progress, Runner
+from harness.plan import group_cells, in_plan_order, plan
 from harness.results import (
     ResultsFileError,
     Row,
@@ -66,6 +67,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="where asv writes results (default: asv.conf.json's, results/)")
     b.add_argument("asv_args", nargs=argparse.REMAINDER, metavar="-- ASV_RUN_ARGS",
                    help="passed to asv run, e.g. -- --show-stderr")
+    rp = sub.add_parser("report", help="write report.html and report.md from verify and asv "
+                                       "results")
+    rp.add_argument("result_dirs", nargs="*", metavar="RESULT_DIR",
+                    help="verify output folders (verify.csv, run.json); default: every one "
+                         "under results/")
+    rp.add_argument("--out", required=True, metavar="DIR", help="where the report goes")
+    rp.add_argument("--baseline", default="numpy", metavar="FRAMEWORK",
+                    help="speedups are against this framework (default: %(default)s)")
+    rp.add_argument("--asv-results", metavar="PATH",
+                    help="asv results folder or file (default: asv.conf.json's, results/)")
+    rp.add_argument("--peaks", metavar="FILE",
+                    help="peak GFLOP/s table (default: the embedded configs/peaks.yaml)")
     return p
 
 
@@ -77,6 +90,8 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
                    help="only this device (repeatable)")
     v.add_argument("--dtype", action="append", default=[], metavar="NAME",
                    help="only this dtype (repeatable)")
+    v.add_argument("--precision", action="append", default=[], metavar="pinned|default",
+                   help="only this precision mode (repeatable)")
     v.add_argument("--out", help="output folder (default: a new folder under results/)")
     v.add_argument("--resume", metavar="DIR",
                    help="finish the interrupted run in DIR (its own config; no re-runs)")
@@ -96,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return verify_command(config=args.config, out=args.out, prefix="run")
+        if args.command == "report":
+            from harness.report.command import report_command  # lazy: pandas, matplotlib
+
+            return report_command(args.result_dirs, args.out, baseline=args.baseline,
+                                  asv_results=args.asv_results, peaks=args.peaks)
         if args.command == "bench":
             from harness.bench import run_bench  # lazy: keeps `import harness` light
 
@@ -104,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              results_dir=Path(args.results_dir) if args.results_dir else None)
         return verify_command(
             config=args.config, frameworks=args.framework, devices=args.device,
-            dtypes=args.dtype, out=args.out, resume=args.resume, junit=args.junit,
-            jobs=args.jobs, cell_timeout=args.cell_timeout, timeout=args.timeout,
+            dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
+            junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout, timeout=args.timeout,
         )
     except (ConfigError, RegistryError, UsageError, ResultsFileError) as exc:
         print(f"matmul-harness: error: {exc}", file=sys.stderr)
@@ -113,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
-            dtypes: Sequence[str], cell_timeout: float | None,
+            dtypes: Sequence[str], precision: Sequence[str], cell_timeout: float | None,
             timeout: float | None) -> Config:
     """Command-line selections replace the config's lists (validated the same way)."""
     known = tuple(registry())
@@ -129,6 +149,8 @@ def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
         frameworks=tuple(dict.fromkeys(frameworks)) or cfg.frameworks,
         devices=validate_selection(devices, DEVICES, "--device") or cfg.devices,
         dtypes=validate_selection(dtypes, tuple(DTYPES), "--dtype") or cfg.dtypes,
+        precision=validate_selection(precision, PRECISION_MODES, "--precision")
+        or cfg.precision,
         cell_timeout=cfg.cell_timeout if cell_timeout is None
         else seconds(cell_timeout, "--cell-timeout"),
         timeout=cfg.timeout if timeout is None else seconds(timeout, "--timeout"),
@@ -156,6 +178,7 @@ def verify_command(
     frameworks: Sequence[str] = (),
     devices: Sequence[str] = (),
     dtypes: Sequence[str] = (),
+    precision: Sequence[str] = (),
     out: str | None = None,
     resume: str | None = None,
     junit: str | None = None,
@@ -169,24 +192,25 @@ def verify_command(
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or out:
+        if config or frameworks or devices or dtypes or precision or out:
             raise UsageError(
                 "--resume DIR continues the run recorded in DIR with that run's own config; "
-                "drop --config/--framework/--device/--dtype/--out"
+                "drop --config/--framework/--device/--dtype/--precision/--out"
             )
         out_dir = _out_dir(resume, prefix)
-        cfg = _select(store.load_config(out_dir, known), (), (), (), cell_timeout, timeout)
+        cfg = _select(store.load_config(out_dir, known), (), (), (), (), cell_timeout, timeout)
         kept = store.read_cells(out_dir)
         if not kept and (out_dir / store.FINAL_FILE).is_file():
-            kept = store.group_cells(read_csv(out_dir / store.FINAL_FILE))
+            kept = group_cells(read_csv(out_dir / store.FINAL_FILE))
     else:
-        cfg = _select(load(config, known), frameworks, devices, dtypes, cell_timeout, timeout)
+        cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
+                      cell_timeout, timeout)
         out_dir = _out_dir(out, prefix)
         store.save_config(out_dir, cfg)
         kept = {}
     cells = plan(cfg)
-    kept = {k: v for k, v in kept.items() if k in {cell_key(c) for c in cells}}
-    remaining = [c for c in cells if cell_key(c) not in kept]
+    kept = {k: v for k, v in kept.items() if k in {c.key for c in cells}}
+    remaining = [c for c in cells if c.key not in kept]
     rows = [r for rs in kept.values() for r in rs]
     log = store.CellLog(out_dir, kept)
 
@@ -202,7 +226,7 @@ def verify_command(
             runner.run(remaining, total=len(cells))
     except KeyboardInterrupt:
         _clear_progress()
-        done = len({(r.framework, r.device, r.dtype, r.case) for r in rows})
+        done = len(group_cells(rows))
         print(f"matmul-harness: interrupted after {done} of {len(cells)} cells; finished "
               f"cells are kept in {log.path}. Resume with: matmul-harness verify --resume "
               f"{out_dir}", file=sys.stderr)
@@ -244,7 +268,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float) -> None:
     versions = {r.framework: r.framework_version for r in rows if r.framework_version}
-    precisions = sorted({f"{r.framework}:{r.device}:{r.precision}" for r in rows if r.precision})
+    precisions = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
     meta = {
         "harness_version": __version__,
         "config": cfg.source,

@@ -19,8 +19,9 @@ from harness.cases import Case, ShapeError, geometry
 from harness.dtypes import DEVICES, DTYPES
 
 KEYS: tuple[str, ...] = (
-    "frameworks", "devices", "dtypes", "cases", "seed", "cell_timeout", "timeout",
+    "frameworks", "devices", "dtypes", "precision", "cases", "seed", "cell_timeout", "timeout",
 )
+PRECISION_MODES: tuple[str, ...] = ("pinned", "default")
 CELL_TIMEOUT_S = 300.0  # one cell, worst case a large product on a slow CPU
 TIMEOUT_S = 7200.0  # the whole run
 CASE_KEYS: tuple[str, ...] = ("name", "x", "w")
@@ -39,20 +40,26 @@ class Config:
     cases: tuple[Case, ...]
     seed: int
     source: str  # where it came from, for messages and the run record
+    precision: tuple[str, ...] = ("pinned",)  # pinned: full float32 forced; default: as shipped
     cell_timeout: float = CELL_TIMEOUT_S  # seconds; a longer cell is killed: error
     timeout: float = TIMEOUT_S  # seconds for the whole run; what is left then: error
 
 
-def default_path() -> Path:
-    """The embedded default config: configs/default.yaml.
+def packaged(name: str) -> Path:
+    """A file of configs/ (the default config, known divergences, ...).
 
     In a checkout (and an editable install) it is read in place; a wheel ships the same
-    file as the `harness.configs` package data (see pyproject.toml).
+    files as the `harness.configs` package data (see pyproject.toml).
     """
-    checkout = Path(__file__).resolve().parents[1] / "configs" / DEFAULT_NAME
+    checkout = Path(__file__).resolve().parents[1] / "configs" / name
     if checkout.is_file():
         return checkout
-    return Path(str(importlib.resources.files("harness.configs") / DEFAULT_NAME))
+    return Path(str(importlib.resources.files("harness.configs") / name))
+
+
+def default_path() -> Path:
+    """The embedded default config: configs/default.yaml."""
+    return packaged(DEFAULT_NAME)
 
 
 def load(path: str | Path | None, known_frameworks: Sequence[str]) -> Config:
@@ -88,6 +95,7 @@ def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
         devices=_names(data, "devices", DEVICES, src),
         dtypes=_names(data, "dtypes", tuple(DTYPES), src),
         cases=_cases(data.get("cases"), src),
+        precision=_names({"precision": ["pinned"], **data}, "precision", PRECISION_MODES, src),
         seed=_seed(data.get("seed", 0), src),
         source=src,
         cell_timeout=seconds(data.get("cell_timeout", CELL_TIMEOUT_S), f"{src}: cell_timeout"),

@@ -23,111 +23,21 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from threadpoolctl import threadpool_limits
 
 from harness import worker
 from harness.adapters import Adapter, RegistryError, load, target_of
-from harness.cases import Case, make_inputs
-from harness.checks import check
 from harness.config import CELL_TIMEOUT_S, Config
-from harness.dtypes import get
-from harness.reference import QUANTITIES, Reference, reference
+from harness.errors import describe
+from harness.judge import judge, uniform_rows
+from harness.plan import Cell, in_plan_order, plan
 from harness.results import Row
-from harness.tolerance import params
 from harness.worker import Task
 
 STARTUP_TIMEOUT_S = 300.0  # importing a framework and finding its devices
 STDERR_TAIL_LINES = 5
 
 Progress = Callable[[int, int, str], None]
-
-
-@dataclass(frozen=True)
-class Cell:
-    framework: str
-    device: str
-    dtype: str
-    case: Case
-
-
-def plan(config: Config) -> list[Cell]:
-    """Every framework x device x dtype x case of the config, in report order."""
-    return [
-        Cell(f, d, t, c)
-        for f in config.frameworks
-        for d in config.devices
-        for t in config.dtypes
-        for c in config.cases
-    ]
-
-
-def _reference(case: Case, dtype: str, seed: int) -> Reference:
-    # Recomputed per cell on purpose: it costs milliseconds, while caching the references
-    # of large cases across frameworks cost the orchestrator over 250 MB of peak RSS.
-    return reference(make_inputs(case, get(dtype), seed))
-
-
-def _rows(cell: Cell, status: str, reason: str, version: str, **kw: Any) -> list[Row]:
-    """The three rows (Y, dX, dW) of a cell that shares one status and reason."""
-    return [_row(cell, q, status, reason, version, **kw) for q in QUANTITIES]
-
-
-def _row(
-    cell: Cell,
-    quantity: str,
-    status: str,
-    reason: str,
-    version: str,
-    *,
-    max_abs_err: float = float("nan"),
-    ratio: float = float("nan"),
-    k_eff: int = -1,
-    precision: str = "",
-) -> Row:
-    c = cell.case
-    return Row(
-        framework=cell.framework,
-        device=cell.device,
-        dtype=cell.dtype,
-        case=c.name,
-        x_shape="x".join(map(str, c.x)),
-        w_shape="x".join(map(str, c.w)),
-        quantity=quantity,
-        status=status,
-        reason=" ".join(reason.split("\n")),  # one line per row, in CSV and terminal
-        max_abs_err=max_abs_err,
-        ratio=ratio,
-        k_eff=k_eff,
-        precision=precision,
-        framework_version=version,
-    )
-
-
-def judge(
-    cell: Cell,
-    outputs: dict[str, np.ndarray],
-    adapter: type[Adapter],
-    precision: str,
-    version: str,
-    seed: int,
-) -> list[Row]:
-    """Check a cell's outputs against the reference: one row per quantity."""
-    ref = _reference(cell.case, cell.dtype, seed)
-    dtype, geo = get(cell.dtype), cell.case.geometry
-    rounded = adapter.capabilities.rounded_broadcast_partials
-    rows = []
-    for q in QUANTITIES:
-        p = params(q, geo, rounded_partials=rounded)
-        if q not in outputs:
-            rows.append(_row(cell, q, "fail", f"{q}: missing from the adapter's results",
-                             version, k_eff=p.k_eff, precision=precision))
-            continue
-        o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, precision)
-        rows.append(
-            _row(cell, q, o.status, o.reason, version, max_abs_err=o.max_abs_err,
-                 ratio=o.ratio, k_eff=p.k_eff, precision=precision)
-        )
-    return rows
 
 
 def _installed_version(module: str) -> str:
@@ -139,6 +49,7 @@ def _installed_version(module: str) -> str:
 @dataclass
 class _Worker:
     framework: str
+    mode: str
     adapter: type[Adapter]
     pending: deque[tuple[Task, Cell]]
     process: Any
@@ -149,7 +60,8 @@ class _Worker:
     started: bool = False
 
 
-_Queued = tuple[str, type[Adapter], list[tuple[Task, Cell]]]
+# one worker process per framework and precision mode: a mode is process-wide state
+_Queued = tuple[str, str, type[Adapter], list[tuple[Task, Cell]]]
 
 
 @dataclass
@@ -174,18 +86,20 @@ class Runner:
         if self.total_timeout:
             self._end = time.monotonic() + self.total_timeout
         queue: deque[_Queued] = deque()
-        for name in dict.fromkeys(c.framework for c in cells):
-            mine = [(i, c) for i, c in enumerate(cells) if c.framework == name]
-            runnable = self._static(name, mine)
+        for name, mode in dict.fromkeys((c.framework, c.mode) for c in cells):
+            mine = [(i, c) for i, c in enumerate(cells) if (c.framework, c.mode) == (name, mode)]
+            runnable = self._static(name, mode, mine)
             if runnable:
                 queue.append(runnable)
         ctx = multiprocessing.get_context("spawn")
         active: list[_Worker] = []
+        # The orchestrator's own products (references) are small and run beside the
+        # workers: one BLAS thread here leaves the cores to the frameworks under test.
+        blas = threadpool_limits(limits=1, user_api="blas")
         try:
             while queue or active:
                 while queue and len(active) < max(1, self.jobs):
-                    name, adapter, todo = queue.popleft()
-                    active.append(self._start(ctx, name, adapter, todo))
+                    active.append(self._start(ctx, *queue.popleft()))
                 self._step(active, queue)
                 if time.monotonic() > self._end:
                     self._expire(active, queue)
@@ -196,6 +110,7 @@ class Runner:
         finally:
             for w in active:
                 self._stop(w)
+            blas.restore_original_limits()
             shutil.rmtree(self._logdir, ignore_errors=True)
 
     def _emit(self, rows: list[Row], framework: str) -> None:
@@ -204,45 +119,45 @@ class Runner:
         if self.progress:
             self.progress(self._done, self._total, framework)
 
-    def _static(self, name: str, mine: list[tuple[int, Cell]]) -> _Queued | None:
+    def _static(self, name: str, mode: str, mine: list[tuple[int, Cell]]) -> _Queued | None:
         """Settle what needs no worker: unknown or missing frameworks, unsupported dtypes."""
         try:
             adapter = load(name)
         except RegistryError as exc:
             for _, cell in mine:
-                self._emit(_rows(cell, "error", str(exc), ""), name)
+                self._emit(uniform_rows(cell, "error", str(exc), ""), name)
             return None
         if not adapter.installed():
             why = f"{adapter.module} is not installed: {adapter.install_hint}"
             for _, cell in mine:
-                self._emit(_rows(cell, "skip", why, ""), name)
+                self._emit(uniform_rows(cell, "skip", why, "", adapter), name)
             return None
         version = _installed_version(adapter.module)
         todo = []
         for i, cell in mine:
             reason = adapter.unsupported_reason(cell.device, cell.dtype)
             if reason:
-                self._emit(_rows(cell, "skip", reason, version), name)
+                self._emit(uniform_rows(cell, "skip", reason, version, adapter), name)
             else:
                 todo.append((Task(i, cell.case, cell.dtype, cell.device), cell))
-        return (name, adapter, todo) if todo else None
+        return (name, mode, adapter, todo) if todo else None
 
-    def _start(
-        self, ctx: Any, name: str, adapter: type[Adapter], todo: list[tuple[Task, Cell]]
-    ) -> _Worker:
+    def _start(self, ctx: Any, name: str, mode: str, adapter: type[Adapter],
+               todo: list[tuple[Task, Cell]]) -> _Worker:
         log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=self._logdir)[1])
         recv, send = ctx.Pipe(duplex=False)
         tasks = [t for t, _ in todo]
         proc = ctx.Process(
             target=worker.main,
-            args=(name, target_of(adapter), tasks, self.config.seed, send, str(log)),
+            args=(name, target_of(adapter), mode == "pinned", tasks, self.config.seed, send,
+                  str(log)),
             name=f"harness-{name}",
             daemon=True,
         )
         proc.start()
         send.close()  # the child holds the only write end: EOF means it is gone
         deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.cell_timeout
-        return _Worker(name, adapter, deque(todo), proc, recv, log, deadline)
+        return _Worker(name, mode, adapter, deque(todo), proc, recv, log, deadline)
 
     def _step(self, active: list[_Worker], queue: deque[_Queued]) -> None:
         nearest = min(min(w.deadline for w in active), self._end)
@@ -266,7 +181,7 @@ class Runner:
             w.version, w.started = msg["version"], True
             return
         if msg["event"] == "fatal":
-            self._fail_all(w.framework, w.pending, msg["reason"], w.version)
+            self._fail_all(w.framework, w.adapter, w.pending, msg["reason"], w.version)
             return
         task, cell = w.pending.popleft()
         if task.index != msg["index"]:  # the protocol is ours: a mismatch is our bug
@@ -274,25 +189,25 @@ class Runner:
                                f"expected {task.index}")
         if msg["status"] == "ok":
             try:
-                rows = judge(cell, msg["outputs"], w.adapter, msg["precision"], w.version,
-                             self.config.seed)
+                rows = judge(cell, msg["outputs"], msg["errors"], w.adapter, msg["precision"],
+                             w.version, self.config.seed)
             except Exception as exc:  # e.g. MemoryError building a huge reference
-                rows = _rows(cell, "error", f"harness could not check the results: "
-                             f"{worker.describe(exc)}", w.version, precision=msg["precision"])
+                rows = uniform_rows(cell, "error", "harness could not check the results: "
+                                   f"{describe(exc)}", w.version, w.adapter,
+                                   msg["precision"])
         else:
-            rows = _rows(cell, msg["status"], msg["reason"], w.version,
-                         precision=msg["precision"])
+            rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
+                                msg["precision"])
         self._emit(rows, w.framework)
         if not w.pending:
             self._stop(w)
             active.remove(w)
 
-    def _fail_all(
-        self, framework: str, pending: deque[tuple[Task, Cell]], reason: str, version: str
-    ) -> None:
+    def _fail_all(self, framework: str, adapter: type[Adapter],
+                  pending: deque[tuple[Task, Cell]], reason: str, version: str) -> None:
         while pending:
             _, cell = pending.popleft()
-            self._emit(_rows(cell, "error", reason, version), framework)
+            self._emit(uniform_rows(cell, "error", reason, version, adapter), framework)
 
     def _lost(
         self, w: _Worker, active: list[_Worker], queue: deque[_Queued], cause: str,
@@ -306,11 +221,11 @@ class Runner:
         if not w.pending:
             return
         _, cell = w.pending.popleft()
-        self._emit(_rows(cell, "error", cause, w.version), w.framework)
+        self._emit(uniform_rows(cell, "error", cause, w.version, w.adapter), w.framework)
         if not w.started:  # it died starting up: every later start would too
-            self._fail_all(w.framework, w.pending, cause, w.version)
+            self._fail_all(w.framework, w.adapter, w.pending, cause, w.version)
         elif w.pending:
-            queue.appendleft((w.framework, w.adapter, list(w.pending)))
+            queue.appendleft((w.framework, w.mode, w.adapter, list(w.pending)))
 
     def _expire(self, active: list[_Worker], queue: deque[_Queued]) -> None:
         """The overall time limit is reached: stop everything, record what did not run."""
@@ -319,10 +234,10 @@ class Runner:
             w.process.kill()
             self._stop(w)
             active.remove(w)
-            self._fail_all(w.framework, w.pending, why, w.version)
+            self._fail_all(w.framework, w.adapter, w.pending, why, w.version)
         while queue:
-            name, _, todo = queue.popleft()
-            self._fail_all(name, deque(todo), why, "")
+            name, _, adapter, todo = queue.popleft()
+            self._fail_all(name, adapter, deque(todo), why, "")
 
     def _death_cause(self, w: _Worker) -> str:
         w.process.join(timeout=10)
@@ -345,19 +260,6 @@ class Runner:
         if w.process.is_alive():
             w.process.kill()
             w.process.join(timeout=5)
-
-
-def cell_key(cell: Cell) -> tuple[str, str, str, str]:
-    return (cell.framework, cell.device, cell.dtype, cell.case.name)
-
-
-def row_key(row: Row) -> tuple[str, str, str, str]:
-    return (row.framework, row.device, row.dtype, row.case)
-
-
-def in_plan_order(rows: Sequence[Row], cells: Sequence[Cell]) -> list[Row]:
-    order = {cell_key(c): i for i, c in enumerate(cells)}
-    return sorted(rows, key=lambda r: order.get(row_key(r), len(order)))
 
 
 def verify(

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.cases import Inputs
+from harness.cases import Inputs, Tangents
 
-QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW")
+QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW")  # the forward product and its gradients
+# Forward mode `dY = tX·W + X·tW`; the adjoint identity ⟨G, J·v⟩ = ⟨Jᴴ·G, v⟩ between a
+# framework's own JVP and VJP; the second-order `d/dW Re⟨dX, V⟩ = Vᴴ·G`.
+EXTRA_QUANTITIES: tuple[str, ...] = ("dY", "adjoint", "d2W")
 
 
 def _mH(a: np.ndarray) -> np.ndarray:
@@ -68,10 +71,25 @@ class Reference:
     scale: dict[str, np.ndarray]
 
 
-def reference(inputs: Inputs) -> Reference:
-    """The float64/complex128 reference computed from the same rounded inputs."""
-    hi = np.result_type(inputs.x.dtype, np.float64) if inputs.x.dtype.kind == "c" else np.float64
-    x, w, g = (np.asarray(a, dtype=hi) for a in (inputs.x, inputs.w, inputs.g))
+def _hi(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.complex128 if a.dtype.kind == "c" else np.float64)
+
+
+def reference(inputs: Inputs, tangents: Tangents | None = None) -> Reference:
+    """The float64/complex128 reference computed from the same rounded inputs.
+
+    With `tangents`, also `dY` (forward mode) and `d2W` (second order). The second-order
+    closed form is dW's formula with V in place of X: h(W) = Re⟨G·Wᴴ, V⟩ is linear in
+    conj(W), and its gradient (∂/∂Re W + i·∂/∂Im W) is Vᴴ·G, broadcast-reduced to W.
+    """
+    x, w, g = (_hi(a) for a in (inputs.x, inputs.w, inputs.g))
+    ax, aw, ag = np.abs(x), np.abs(w), np.abs(g)
     values = dict(zip(QUANTITIES, matmul_vjp(x, w, g), strict=True))
-    scale = dict(zip(QUANTITIES, matmul_vjp(np.abs(x), np.abs(w), np.abs(g)), strict=True))
+    scale = dict(zip(QUANTITIES, matmul_vjp(ax, aw, ag), strict=True))
+    if tangents is not None:
+        tx, tw, v = (_hi(a) for a in (tangents.tx, tangents.tw, tangents.v))
+        values["dY"] = np.matmul(tx, w) + np.matmul(x, tw)
+        scale["dY"] = np.matmul(np.abs(tx), aw) + np.matmul(ax, np.abs(tw))
+        values["d2W"] = matmul_vjp(v, w, g)[2]
+        scale["d2W"] = matmul_vjp(np.abs(v), aw, ag)[2]
     return Reference(values=values, scale=scale)

@@ -35,9 +35,23 @@ class Row:
     k_eff: int  # length of each element's sum, which the bound grows with
     precision: str  # float32 matmul mode the framework ran in: ieee, tf32, bf16, bf16x3
     framework_version: str
+    # Added by the precision forensics; files written before them read with these defaults.
+    precision_mode: str = "pinned"  # pinned (full precision forced) or default (as shipped)
+    effective_bits: float = float("nan")  # -log2(rms(got - ref) / rms(ref))
+    nominal_bits: int = 0  # the dtype's mantissa bits (24 for float32)
+    bias: float = float("nan")  # β = Re Σ(got - ref)·conj(ref) / Σ|ref|²
+    note: str = ""  # flags: precision below the recorded mode, known divergences
+
+
+    @property
+    def label(self) -> str:
+        """`framework:device`, with `:default` for the as-shipped precision mode."""
+        mode = "" if self.precision_mode == "pinned" else f":{self.precision_mode}"
+        return f"{self.framework}:{self.device}{mode}"
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))
+REQUIRED_COLUMNS: tuple[str, ...] = COLUMNS[: COLUMNS.index("precision_mode")]
 
 
 def counts(rows: Iterable[Row]) -> Counter[str]:
@@ -90,21 +104,23 @@ def read_csv(path: Path) -> list[Row]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultsFileError(f"{path}: cannot read results file ({exc})") from None
     reader = csv.reader(text.splitlines(keepends=True))
-    header = next(reader, None)
-    if header != list(COLUMNS):
+    header = next(reader, None) or []
+    if header[: len(REQUIRED_COLUMNS)] != list(REQUIRED_COLUMNS) or not set(header) <= set(
+        COLUMNS
+    ):
         raise ResultsFileError(
             f"{path}: not a matmul-harness verify results file; expected the header "
             f"{','.join(COLUMNS)}; received {','.join(header or ['<empty file>'])[:120]}"
         )
     out = []
     for lineno, rec in enumerate(reader, start=2):
-        if len(rec) != len(COLUMNS):
+        if len(rec) != len(header):
             raise ResultsFileError(
-                f"{path}: line {lineno}: expected {len(COLUMNS)} fields; received {len(rec)}"
+                f"{path}: line {lineno}: expected {len(header)} fields; received {len(rec)}"
             )
         kw: dict[str, object] = {}
         try:
-            for c, v in zip(COLUMNS, rec, strict=True):
+            for c, v in zip(header, rec, strict=True):
                 t = _TYPES[c]
                 kw[c] = (float(v) if v else float("nan")) if t == "float" else (
                     int(v) if t == "int" else v)
@@ -129,7 +145,7 @@ def write_junit(rows: Sequence[Row], path: Path) -> None:
     suites = ET.Element("testsuites", name="matmul-harness verify")
     by_suite: dict[str, list[Row]] = {}
     for r in rows:
-        by_suite.setdefault(f"{r.framework}:{r.device}", []).append(r)
+        by_suite.setdefault(r.label, []).append(r)
     for name, members in by_suite.items():
         c = counts(members)
         suite = ET.SubElement(
@@ -157,11 +173,11 @@ def write_junit(rows: Sequence[Row], path: Path) -> None:
 def matrix(rows: Sequence[Row]) -> str:
     """Rows framework:device, columns dtype, cells `pass/fail/skip[/error]` counts."""
     dtypes = list(dict.fromkeys(r.dtype for r in rows))
-    keys = list(dict.fromkeys(f"{r.framework}:{r.device}" for r in rows))
+    keys = list(dict.fromkeys(r.label for r in rows))
     show_err = any(r.status == "error" for r in rows)
     cells: dict[tuple[str, str], Counter[str]] = {}
     for r in rows:
-        cells.setdefault((f"{r.framework}:{r.device}", r.dtype), Counter())[r.status] += 1
+        cells.setdefault((r.label, r.dtype), Counter())[r.status] += 1
 
     def cell(k: str, d: str) -> str:
         c = cells.get((k, d), Counter())
@@ -179,13 +195,13 @@ def problems(rows: Sequence[Row], limit: int = 20) -> list[str]:
     """One line per fail/error (first `limit`), then skip reasons grouped."""
     bad = [r for r in rows if r.status in ("fail", "error")]
     lines = [
-        f"{r.status.upper()} {r.framework}:{r.device} {r.dtype} {r.case} {r.quantity}: {r.reason}"
+        f"{r.status.upper()} {r.label} {r.dtype} {r.case} {r.quantity}: {r.reason}"
         for r in bad[:limit]
     ]
     if len(bad) > limit:
         lines.append(f"... and {len(bad) - limit} more in verify.csv")
     skips = Counter(
-        (f"{r.framework}:{r.device}", r.reason) for r in rows if r.status == "skip"
+        (r.label, r.reason) for r in rows if r.status == "skip"
     )
     lines += [f"skip {k} x{n}: {why}" for (k, why), n in skips.items()]
     return lines

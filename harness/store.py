@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Config, ConfigError, parse
-from harness.results import COLUMNS, STATUSES, ResultsFileError, Row, atomic_write
+from harness.plan import Key, row_key
+from harness.results import COLUMNS, REQUIRED_COLUMNS, STATUSES, ResultsFileError, Row, atomic_write
 
 CONFIG_FILE = "config.json"
 PARTIAL_FILE = "verify.partial.jsonl"
@@ -26,14 +27,12 @@ FINAL_FILE = "verify.csv"
 META_FILE = "run.json"
 FORMAT = "matmul-harness/verify-cells/1"
 
-Key = tuple[str, str, str, str]  # framework, device, dtype, case
-
-
 def save_config(out_dir: Path, cfg: Config) -> None:
     data = {
         "frameworks": list(cfg.frameworks),
         "devices": list(cfg.devices),
         "dtypes": list(cfg.dtypes),
+        "precision": list(cfg.precision),
         "seed": cfg.seed,
         "cell_timeout": cfg.cell_timeout,
         "timeout": cfg.timeout,
@@ -82,18 +81,8 @@ class CellLog:
 
 def line(rows: Sequence[Row]) -> str:
     """One cell's record in the partial log: a single JSON line."""
-    r = rows[0]
-    cell = [r.framework, r.device, r.dtype, r.case]
-    return json.dumps({"format": FORMAT, "cell": cell,
+    return json.dumps({"format": FORMAT, "cell": list(row_key(rows[0])),
                        "rows": [dataclasses.asdict(x) for x in rows]}) + "\n"
-
-
-def group_cells(rows: Sequence[Row]) -> dict[Key, list[Row]]:
-    """Rows grouped by cell, in order."""
-    cells: dict[Key, list[Row]] = {}
-    for r in rows:
-        cells.setdefault((r.framework, r.device, r.dtype, r.case), []).append(r)
-    return cells
 
 
 def read_cells(out_dir: Path) -> dict[Key, list[Row]]:
@@ -116,8 +105,7 @@ def read_cells(out_dir: Path) -> dict[Key, list[Row]]:
                 f"{path}: line {n} is not a matmul-harness cell record ({exc}); "
                 f"move the file away to start the run afresh"
             ) from None
-        r = rows[0]
-        cells[(r.framework, r.device, r.dtype, r.case)] = rows
+        cells[row_key(rows[0])] = rows
     return cells
 
 
@@ -125,7 +113,8 @@ def _parseline(line: str) -> list[Row]:
     data: Any = json.loads(line)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"expected format {FORMAT!r}")
-    rows = [Row(**{c: rec[c] for c in COLUMNS}) for rec in data["rows"]]
+    rows = [Row(**{c: rec[c] for c in COLUMNS if c in rec or c in REQUIRED_COLUMNS})
+            for rec in data["rows"]]
     if not rows or any(r.status not in STATUSES for r in rows):
         raise ValueError("no rows, or an unknown status")
     return rows

@@ -43,12 +43,21 @@ class BoundParams:
 
 
 def params(quantity: str, geo: Geometry, *, rounded_partials: bool) -> BoundParams:
-    """`K_eff` and `B_red` of `quantity` (Y, dX or dW) for a case's geometry."""
+    """`K_eff` and `B_red` of a quantity for a case's geometry.
+
+    Y, dX, dW as in NUMERICS.md; the JVP `dY = tX·W + X·tW` is two length-K products, each
+    rounded to the dtype before they are added (B_red = 2); the second-order `d2W = Vᴴ·G`
+    has dW's geometry, and double-backward graphs build it from elementwise products
+    stored in the dtype (torch float16 mat_vec: 8x the plain bound), so B_red >= 2.
+    """
     if quantity == "Y":
         return BoundParams(k_eff=geo.k, b_red=1)
+    if quantity == "dY":
+        return BoundParams(k_eff=geo.k, b_red=2)
     mult = geo.x_multiplicity if quantity == "dX" else geo.w_multiplicity
     inner = geo.n if quantity == "dX" else geo.m
-    return BoundParams(k_eff=inner * mult, b_red=mult if rounded_partials else 1)
+    b_red = mult if rounded_partials else 1
+    return BoundParams(k_eff=inner * mult, b_red=max(b_red, 2) if quantity == "d2W" else b_red)
 
 
 def bound(

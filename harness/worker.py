@@ -6,7 +6,12 @@ and a crash here cannot corrupt the orchestrator) and reads messages from a pipe
 
     {"event": "hello", "version": str}
     {"event": "cell", "index": int, "status": "ok" | "skip" | "error",
-     "reason": str, "precision": str, "outputs": {"Y": ndarray, "dX": ..., "dW": ...}}
+     "reason": str, "precision": str, "outputs": {"Y": ndarray, "dX": ..., "dW": ...,
+     "dY": ..., "d2W": ...}, "errors": {quantity: reason}}
+
+Y, dX and dW come from one reverse-mode run; dY (forward mode) and d2W (second order),
+where the adapter has them, from their own runs, so a failure there is an error of that
+quantity alone.
     {"event": "fatal", "reason": str}          # the framework cannot even start
 """
 
@@ -21,14 +26,18 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from harness.adapters import AdapterUnavailable, load_target
-from harness.cases import Case, make_inputs
+from harness.cases import Case, make_inputs, make_tangents
 from harness.dtypes import get
+from harness.errors import describe
 
 # Set before the framework is imported; a user's own setting wins (environment inherited).
 ENV_DEFAULTS: dict[str, str] = {
     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX would grab 75% of GPU memory
     "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow likewise
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TF's start-up chatter drowns the errors we keep
+    # Idle OpenMP threads (torch's) spin by default, stealing the cores that the other
+    # workers and the orchestrator need: measured 3-4x slower runs on 2 cores.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
@@ -41,7 +50,13 @@ class Task:
 
 
 def main(
-    framework: str, target: str, tasks: list[Task], seed: int, conn: Connection, log_path: str
+    framework: str,
+    target: str,
+    pin_precision: bool,
+    tasks: list[Task],
+    seed: int,
+    conn: Connection,
+    log_path: str,
 ) -> None:
     """Entry point in the child process; `target` is the adapter's `module:Class`."""
     _redirect_output(log_path)
@@ -54,7 +69,7 @@ def main(
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     try:
-        adapter = load_target(target, framework)()
+        adapter = load_target(target, framework)(pin_precision=pin_precision)
         version = adapter.version()
     except Exception as exc:  # a broken install must not look like a crash of ours
         conn.send({"event": "fatal", "reason": f"{framework} failed to start: {describe(exc)}"})
@@ -71,34 +86,17 @@ def main(
         else:
             msg["precision"] = adapter.precision(task.device, task.dtype)
             try:
-                inputs = make_inputs(task.case, get(task.dtype), seed)
-                msg.update(status="ok", reason="", outputs=adapter.run(inputs, task.device))
+                dtype = get(task.dtype)
+                outputs, errors = adapter.run_all(make_inputs(task.case, dtype, seed),
+                                                  make_tangents(task.case, dtype, seed),
+                                                  task.device)
+                msg.update(status="ok", reason="", outputs=outputs, errors=errors)
             except AdapterUnavailable as exc:
                 msg.update(status="skip", reason=str(exc))
             except Exception as exc:
                 msg.update(status="error", reason=describe(exc))
         conn.send(msg)
     conn.close()
-
-
-_OOM_MARKERS = ("out of memory", "resource_exhausted", "outofmemory", "failed to allocate")
-
-
-def describe(exc: BaseException) -> str:
-    """`Type: first line`, prefixed `out of memory:` when that is what it is.
-
-    Frameworks spell OOM differently: MemoryError (numpy), torch.OutOfMemoryError,
-    XlaRuntimeError "RESOURCE_EXHAUSTED" (JAX), ResourceExhaustedError (TensorFlow).
-    """
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    probe = f"{type(exc).__name__} {text[:2000]}".lower()
-    if isinstance(exc, MemoryError) or any(m in probe for m in _OOM_MARKERS) or (
-        "resourceexhausted" in probe
-    ):
-        return f"out of memory: {what}"
-    return what
 
 
 def _redirect_output(log_path: str) -> None:

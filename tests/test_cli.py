@@ -42,25 +42,30 @@ def test_verify_writes_csv_matrix_and_summary(tmp_path: Path, capsys) -> None:  
     code, out, err = run(capsys, "verify", "--config", cfg, "--out", str(tmp_path / "o"),
                          "--junit", str(junit))
     assert code == 0, out + err
-    assert out.splitlines()[-1] == "12 passed, 0 failed, 12 skipped, 0 errors"
-    assert "numpy:cpu       6/0/0" in out and "numpy:gpu       0/0/6" in out
+    # numpy has no autodiff: its dY, adjoint and d2W rows are skips with that reason
+    assert out.splitlines()[-1] == "12 passed, 0 failed, 36 skipped, 0 errors"
+    assert "numpy:cpu       6/0/6" in out and "numpy:gpu       0/0/12" in out
     assert "skip numpy:gpu x12: numpy has no gpu backend" in out
+    assert "skip numpy:cpu x8: numpy has no forward-mode autodiff" in out
     assert err == ""  # not a TTY: no progress output
     with (tmp_path / "o" / "verify.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 24
+    assert len(rows) == 48
     assert list(rows[0]) == [
         "framework", "device", "dtype", "case", "x_shape", "w_shape", "quantity", "status",
         "reason", "max_abs_err", "ratio", "k_eff", "precision", "framework_version",
+        "precision_mode", "effective_bits", "nominal_bits", "bias", "note",
     ]
     first = rows[0]
     assert (first["framework"], first["dtype"], first["case"], first["quantity"]) == (
         "numpy", "float32", "square", "Y")
     assert first["status"] == "pass" and first["precision"] == "ieee"
     assert 0 <= float(first["ratio"]) <= 1
+    assert first["precision_mode"] == "pinned" and first["nominal_bits"] == "24"
+    assert float(first["effective_bits"]) > 20
     suites = ET.parse(junit).getroot()
     cpu = suites.find("testsuite[@name='numpy:cpu']")
-    assert cpu is not None and cpu.get("tests") == "12" and cpu.get("failures") == "0"
+    assert cpu is not None and cpu.get("tests") == "24" and cpu.get("failures") == "0"
     assert (tmp_path / "o" / "run.json").is_file()
 
 
@@ -69,7 +74,7 @@ def test_selection_flags_replace_the_config_lists(tmp_path: Path, capsys) -> Non
     code, out, _ = run(capsys, "verify", "--config", cfg, "--out", str(tmp_path / "o"),
                        "--device", "cpu", "--dtype", "complex64")
     assert code == 0
-    assert out.splitlines()[-1] == "6 passed, 0 failed, 0 skipped, 0 errors"
+    assert out.splitlines()[-1] == "6 passed, 0 failed, 6 skipped, 0 errors"
 
 
 def test_default_out_is_a_new_folder_under_results(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +93,7 @@ def test_failures_exit_1(tmp_path: Path, capsys, monkeypatch) -> None:  # type: 
                        "--device", "cpu")
     assert code == 1
     assert "FAIL wrongtranspose:cpu float32 square dX: dX: |err|=" in out
-    assert out.splitlines()[-1] == "22 passed, 2 failed, 0 skipped, 0 errors"
+    assert out.splitlines()[-1] == "22 passed, 2 failed, 24 skipped, 0 errors"
 
 
 def test_missing_framework_is_a_skip_with_install_hint(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -171,4 +176,4 @@ def test_console_entry_point_runs_as_module(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "12 passed, 0 failed, 12 skipped, 0 errors"
+    assert proc.stdout.splitlines()[-1] == "12 passed, 0 failed, 36 skipped, 0 errors"

@@ -55,6 +55,12 @@ class Wrapped(Adapter):
     def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
         return self.inner.pullback(x, w)
 
+    def jvp(self, x: Any, w: Any, tx: Any, tw: Any) -> tuple[Any, Any]:
+        return self.inner.jvp(x, w, tx, tw)
+
+    def second_order(self, x: Any, w: Any, g: Any, v: Any) -> Any:
+        return self.inner.second_order(x, w, g, v)
+
     def sync(self, outputs: tuple[Any, ...]) -> None:
         self.inner.sync(outputs)
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.cases import Inputs
+from harness.cases import Inputs, Tangents
+from harness.errors import describe
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Capabilities:
     devices: tuple[str, ...]  # devices the framework can target at all ("cpu", "gpu")
     dtypes: tuple[str, ...]  # dtype names it computes matmul gradients in
     forward_mode: bool = False  # has forward-mode autodiff (JVP)
+    second_order: bool = False  # can differentiate its own gradient (nested autodiff)
     # Reduces a broadcast gradient from per-batch partial products rounded to the storage
     # dtype (TensorFlow), which the tolerance must allow for in float16/bfloat16.
     rounded_broadcast_partials: bool = False
@@ -110,6 +112,14 @@ class Adapter:
         """`(Y, dY)` from forward-mode autodiff, `dY = tX·W + X·tW`, where supported."""
         raise NotImplementedError(f"{self.name} has no forward-mode autodiff adapter")
 
+    def second_order(self, x: Any, w: Any, g: Any, v: Any) -> Any:
+        """The gradient with respect to W of `h = Re⟨dX, V⟩`, by nested autodiff.
+
+        `dX` is the framework's own reverse-mode gradient for upstream `G`; the result
+        follows the same convention as `dW` (∂h/∂Re W + i·∂h/∂Im W).
+        """
+        raise NotImplementedError(f"{self.name} has no second-order autodiff adapter")
+
     def sync(self, outputs: tuple[Any, ...]) -> None:
         """Block until `outputs` are computed (asynchronous GPU dispatch)."""
         raise NotImplementedError("The 'sync' method must be implemented.")
@@ -120,3 +130,40 @@ class Adapter:
         y, dx, dw = self.vjp(x, w, g)
         self.sync((y, dx, dw))
         return {"Y": self.to_numpy(y), "dX": self.to_numpy(dx), "dW": self.to_numpy(dw)}
+
+    def run_all(
+        self, inputs: Inputs, tangents: Tangents, device: str
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Every quantity the adapter has (Y, dX, dW; dY, d2W where supported).
+
+        Returns the results and, per quantity, why it failed: an exception in the
+        forward-mode or second-order run costs that quantity alone. An exception in the
+        reverse-mode run propagates (the cell is an error). Adapters whose per-call
+        overhead dominates (JAX compiles once per shape) override this with one fused call.
+        """
+        out = self.run(inputs, device)
+        errors: dict[str, str] = {}
+        caps = self.capabilities
+        extra = {"dY": caps.forward_mode and self.run_jvp,
+                 "d2W": caps.second_order and self.run_second_order}
+        for quantity, run in extra.items():
+            if run:
+                try:
+                    out[quantity] = run(inputs, tangents, device)
+                except Exception as exc:
+                    errors[quantity] = describe(exc)
+        return out, errors
+
+    def run_jvp(self, inputs: Inputs, tangents: Tangents, device: str) -> np.ndarray:
+        """`dY` of the forward-mode check, brought back to numpy."""
+        arrays = (inputs.x, inputs.w, tangents.tx, tangents.tw)
+        y, dy = self.jvp(*(self.to_device(a, device) for a in arrays))
+        self.sync((y, dy))
+        return self.to_numpy(dy)
+
+    def run_second_order(self, inputs: Inputs, tangents: Tangents, device: str) -> np.ndarray:
+        """`d/dW Re⟨dX, V⟩` of the second-order check, brought back to numpy."""
+        arrays = (inputs.x, inputs.w, inputs.g, tangents.v)
+        d2w = self.second_order(*(self.to_device(a, device) for a in arrays))
+        self.sync((d2w,))
+        return self.to_numpy(d2w)

@@ -25,6 +25,7 @@ class TensorFlowAdapter(Adapter):
         devices=("cpu", "gpu"),
         dtypes=ALL_DTYPES,
         forward_mode=True,
+        second_order=True,
         # Broadcast gradients are per-batch products rounded to the storage dtype, then
         # reduce_sum (NUMERICS.md), which the float16/bfloat16 bound must allow for.
         rounded_broadcast_partials=True,
@@ -95,6 +96,18 @@ class TensorFlowAdapter(Adapter):
         with tf.device(x.device), tf.autodiff.ForwardAccumulator((x, w), (tx, tw)) as acc:
             y = tf.experimental.numpy.matmul(x, w)
         return y, acc.jvp(y, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def second_order(self, x: Any, w: Any, g: Any, v: Any) -> Any:
+        tf = self.tf
+        zero = tf.UnconnectedGradients.ZERO
+        with tf.device(x.device), tf.GradientTape() as outer:
+            outer.watch(w)
+            with tf.GradientTape() as inner:
+                inner.watch([x, w])
+                y = tf.experimental.numpy.matmul(x, w)
+            dx = inner.gradient(y, x, output_gradients=g, unconnected_gradients=zero)
+            h = tf.reduce_sum(tf.math.real(tf.math.conj(v) * dx))
+        return outer.gradient(h, w, unconnected_gradients=zero)
 
     def sync(self, outputs: tuple[Any, ...]) -> None:
         if any("GPU" in t.device for t in outputs):

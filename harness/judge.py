@@ -1,0 +1,201 @@
+"""From a cell's raw outputs to its rows: every quantity checked, with its forensics.
+
+Per quantity: the per-element check against the reference (`checks.check`), the effective
+mantissa bits actually delivered, the float16/bfloat16 bias test (a failure unless a known
+divergence excuses it), and a flag when the effective bits fall below what the recorded
+precision mode promises. The adjoint identity is checked from the framework's own JVP and
+VJP without the formulas.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from harness import divergences
+from harness.adapters import Adapter
+from harness.cases import make_inputs, make_tangents
+from harness.checks import Outcome, check
+from harness.dtypes import DType, get, promised_bits
+from harness.plan import Cell
+from harness.reference import EXTRA_QUANTITIES, QUANTITIES, reference
+from harness.results import Row
+from harness.tolerance import BoundParams, bound, params
+
+NAN = float("nan")
+LOW_PRECISION = ("float16", "bfloat16")
+
+
+def quantities(adapter: type[Adapter]) -> dict[str, str | None]:
+    """Every quantity of a cell, mapped to why the adapter cannot produce it (or None)."""
+    caps = adapter.capabilities
+    fwd = None if caps.forward_mode else f"{adapter.name} has no forward-mode autodiff"
+    second = None if caps.second_order else f"{adapter.name} has no second-order autodiff"
+    out: dict[str, str | None] = dict.fromkeys(QUANTITIES)
+    out.update({"dY": fwd, "adjoint": fwd, "d2W": second})
+    return out
+
+
+def uniform_rows(cell: Cell, status: str, reason: str, version: str,
+                 adapter: type[Adapter] | None = None, precision: str = "") -> list[Row]:
+    """Rows of a cell that share one status and reason (skip, error); quantities the
+    adapter cannot produce at all keep their own skip reason."""
+    names = quantities(adapter) if adapter else dict.fromkeys([*QUANTITIES, *EXTRA_QUANTITIES])
+    return [
+        make_row(cell, q, "skip", never, version, precision=precision) if never
+        else make_row(cell, q, status, reason, version, precision=precision)
+        for q, never in names.items()
+    ]
+
+
+def make_row(
+    cell: Cell,
+    quantity: str,
+    status: str,
+    reason: str,
+    version: str,
+    *,
+    outcome: Outcome | None = None,
+    k_eff: int = -1,
+    precision: str = "",
+    note: str = "",
+) -> Row:
+    c, o = cell.case, outcome
+    return Row(
+        framework=cell.framework,
+        device=cell.device,
+        dtype=cell.dtype,
+        case=c.name,
+        x_shape="x".join(map(str, c.x)),
+        w_shape="x".join(map(str, c.w)),
+        quantity=quantity,
+        status=status,
+        reason=" ".join(reason.split("\n")),  # one line per row, in CSV and terminal
+        max_abs_err=o.max_abs_err if o else NAN,
+        ratio=o.ratio if o else NAN,
+        k_eff=k_eff,
+        precision=precision,
+        framework_version=version,
+        precision_mode=cell.mode,
+        effective_bits=o.effective_bits if o else NAN,
+        nominal_bits=get(cell.dtype).nominal_bits,
+        bias=o.bias if o else NAN,
+        note=note,
+    )
+
+
+def judge(
+    cell: Cell,
+    outputs: dict[str, np.ndarray],
+    errors: dict[str, str],
+    adapter: type[Adapter],
+    precision: str,
+    version: str,
+    seed: int,
+) -> list[Row]:
+    """Check a cell's outputs; one row per quantity, in `quantities` order."""
+    dtype, geo = get(cell.dtype), cell.case.geometry
+    inputs = make_inputs(cell.case, dtype, seed)
+    wanted = quantities(adapter)
+    tangents = make_tangents(cell.case, dtype, seed) if any(
+        wanted[q] is None for q in EXTRA_QUANTITIES) else None
+    ref = reference(inputs, tangents)
+    rounded = adapter.capabilities.rounded_broadcast_partials
+    rows: list[Row] = []
+    bounds: dict[str, BoundParams] = {}
+    for q, unavailable in wanted.items():
+        if unavailable:
+            rows.append(make_row(cell, q, "skip", unavailable, version, precision=precision))
+            continue
+        if q == "adjoint":
+            rows.append(_adjoint(cell, outputs, inputs.g, tangents, ref.values, ref.scale,
+                                 bounds, dtype, precision, version))
+            continue
+        p = bounds[q] = params(q, geo, rounded_partials=rounded)
+        if q in errors or q not in outputs:
+            status, why = _missing(cell, q, errors)
+            rows.append(make_row(cell, q, status, why, version, k_eff=p.k_eff,
+                                 precision=precision))
+            continue
+        o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, precision)
+        status, reason, note = _forensics(cell, q, o, dtype, precision, p.k_eff)
+        rows.append(make_row(cell, q, status, reason, version, outcome=o, k_eff=p.k_eff,
+                             precision=precision, note=note))
+    return rows
+
+
+def _missing(cell: Cell, q: str, errors: dict[str, str]) -> tuple[str, str]:
+    """Status and reason of a quantity the adapter did not deliver."""
+    if q not in errors:
+        return "fail", f"{q}: missing from the adapter's results"
+    known = divergences.find(cell.framework, cell.device, cell.dtype, q, "error", errors[q])
+    if known:
+        return "skip", f"known limitation: {known.reason} ({known.link}): {errors[q]}"
+    return "error", errors[q]
+
+
+def _forensics(cell: Cell, q: str, o: Outcome, dtype: DType, precision: str,
+               k_eff: int) -> tuple[str, str, str]:
+    """Status, reason and note once bias and effective precision are looked at."""
+    status, reason, notes = o.status, o.reason, []
+    if status == "pass" and cell.dtype in LOW_PRECISION and o.biased:
+        known = divergences.find(cell.framework, cell.device, cell.dtype, q, "bias")
+        what = (f"{q}: systematic bias β={o.bias:.3g} is {abs(o.bias) / o.bias_sigma:.1f}σ "
+                f"of unbiased rounding (σ={o.bias_sigma:.2g})")
+        if known:
+            notes.append(f"known divergence: {what}: {known.reason} ({known.link})")
+        else:
+            status, reason = "fail", (f"{what}: a relative error below one ulp, such as a "
+                                      "scaling or a biased rounding")
+    floor = promised_bits(dtype, precision) - (0.5 * math.log2(max(k_eff, 1)) + 2.0)
+    if o.effective_bits < floor:
+        notes.append(f"effective precision {o.effective_bits:.1f} bits is below the "
+                     f"{floor:.1f} expected of {precision} {dtype.name}")
+    return status, reason, "; ".join(notes)
+
+
+def _adjoint(
+    cell: Cell,
+    outputs: dict[str, np.ndarray],
+    g: np.ndarray,
+    tangents: Any,
+    values: dict[str, np.ndarray],
+    scale: dict[str, np.ndarray],
+    bounds: dict[str, BoundParams],
+    dtype: DType,
+    precision: str,
+    version: str,
+) -> Row:
+    """⟨G, J·v⟩ = ⟨Jᴴ·G, v⟩ from the framework's own dY, dX, dW, with v = (tX, tW).
+
+    If each element of dY, dX, dW is within its bound, |lhs - rhs| is at most
+    Σ|G|·bound(dY) + Σ|tX|·bound(dX) + Σ|tW|·bound(dW): that sum is the tolerance.
+    """
+    need = ("dY", "dX", "dW")
+    bad = [q for q in need if q not in outputs or np.shape(outputs[q]) != values[q].shape]
+    if bad:
+        return make_row(cell, "adjoint", "skip",
+                        f"adjoint: needs {', '.join(bad)} of the right shape", version,
+                        precision=precision)
+
+    def inner(a: np.ndarray, b: np.ndarray) -> float:
+        wide = np.complex128 if a.dtype.kind == "c" or b.dtype.kind == "c" else np.float64
+        return float(np.real(np.vdot(np.asarray(a, wide), np.asarray(b, wide))))
+
+    lhs = inner(g, outputs["dY"])
+    rhs = inner(outputs["dX"], tangents.tx) + inner(outputs["dW"], tangents.tw)
+    tol = sum(
+        float(np.sum(np.abs(np.asarray(weight, np.complex128))
+                     * bound(values[q], scale[q], dtype, bounds[q], precision)))
+        for q, weight in (("dY", g), ("dX", tangents.tx), ("dW", tangents.tw))
+    )
+    err = abs(lhs - rhs)
+    ratio = 0.0 if err == 0 else (err / tol if tol > 0 else float("inf"))
+    o = Outcome("pass" if ratio <= 1 else "fail", "", err, ratio)
+    reason = "" if o.status == "pass" else (
+        f"adjoint: ⟨G, J·v⟩={lhs:.6g} but ⟨Jᴴ·G, v⟩={rhs:.6g}; |difference|={err:.3g} is "
+        f"{ratio:.3g}x the {tol:.3g} the element bounds allow")
+    return make_row(cell, "adjoint", o.status, reason, version, outcome=o,
+                    precision=precision)
