@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="asv results folder or file (default: asv.conf.json's, results/)")
     rp.add_argument("--peaks", metavar="FILE",
                     help="peak GFLOP/s table (default: the embedded configs/peaks.yaml)")
+    st = sub.add_parser("selftest", help="show what a pass is worth: planted bugs caught per "
+                                         "dtype, and the reference against finite differences")
+    st.add_argument("--trials", type=int, default=10, metavar="N",
+                    help="independent seeds per planted bug and dtype (default: %(default)s)")
+    st.add_argument("--config", help="YAML config whose small cases are checked by finite "
+                                     "differences (default: the embedded default)")
+    st.add_argument("--out", help="output folder (default: a new folder under results/)")
     return p
 
 
@@ -116,6 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return report_command(args.result_dirs, args.out, baseline=args.baseline,
                                   asv_results=args.asv_results, peaks=args.peaks)
+        if args.command == "selftest":
+            from harness import selftest
+
+            if args.trials < 1:
+                raise UsageError(f"--trials must be at least 1; received {args.trials}")
+            cfg = load(args.config, tuple(registry()))
+            return selftest.run(cfg.cases, args.trials, _out_dir(args.out, "selftest"))
         if args.command == "bench":
             from harness.bench import run_bench  # lazy: keeps `import harness` light
 

@@ -1,0 +1,289 @@
+"""`matmul-harness selftest`: what a pass is worth, shown.
+
+Two parts, neither needs a framework:
+
+1. **Checker sensitivity.** A catalogue of planted bugs, each a wrong gradient a real
+   framework has shipped (NUMERICS.md lists the upstream issues), is computed in float64
+   from the dtype's rounded inputs and rounded to the dtype, i.e. a kernel that is wrong in
+   exactly one way and otherwise perfect. The checker (`judge`'s per-element test, and the
+   bias test for float16/bfloat16) must report each as `fail`; the table is the detection
+   rate over independent seeds. A control row (the correct result, rounded) shows the
+   false-alarm rate.
+2. **The reference itself**, against central finite differences in float64 on the small
+   cases: the formulas could be wrong in a way no framework comparison would reveal if
+   every framework shared the bug.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from harness.cases import Case, Inputs, make_inputs
+from harness.checks import check
+from harness.dtypes import DTYPES, DType, get
+from harness.reference import matmul_vjp, reference
+from harness.results import atomic_write
+from harness.tolerance import params
+
+LOW = ("float16", "bfloat16")
+
+# Enough elements for the bias test to see a 1e-3 scaling in bfloat16 (σ_β ≈ u/√n).
+SQUARE = Case("square", (64, 64), (64, 64))
+BROADCAST = Case("broadcast_w", (4, 16, 16), (16, 16))
+LONG_K = Case("long_k", (8, 1024), (1024, 8))
+
+
+def _wide(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.complex128 if a.dtype.kind == "c" else np.float64)
+
+
+def _narrow(dtype: DType) -> np.dtype[np.generic]:
+    """The (real) accumulator type a low-precision-accumulation bug uses for `dtype`."""
+    narrow: dict[str, type] = {
+        "float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": ml_dtypes.bfloat16,
+        "complex64": ml_dtypes.bfloat16, "float64": np.float32, "complex128": np.float32,
+    }
+    return np.dtype(narrow[dtype.name])
+
+
+def _round(a: np.ndarray, acc: np.dtype[np.generic]) -> np.ndarray:
+    """`a` rounded to the real type `acc`, componentwise for complex values."""
+    if a.dtype.kind == "c":
+        return _round(a.real, acc) + 1j * _round(a.imag, acc)
+    return a.astype(acc).astype(np.float64)
+
+
+def _low_accumulation(i: Inputs, d: DType) -> np.ndarray:
+    """X @ W summed one k at a time, each partial sum rounded to a narrower type."""
+    x, w, acc = _wide(i.x), _wide(i.w), _narrow(d)
+    total = np.zeros((x.shape[0], w.shape[1]), dtype=np.result_type(x, w))
+    for k in range(x.shape[1]):
+        total = _round(total + np.outer(x[:, k], w[k]), acc)
+    return total
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    what: str
+    quantity: str
+    case: Case
+    applies: Callable[[DType], bool]
+    value: Callable[[Inputs, DType], np.ndarray]  # the buggy result, in float64/complex128
+    structural: bool  # must be caught per element in every dtype it applies to
+
+
+def _dx(i: Inputs, d: DType | None = None) -> np.ndarray:
+    return matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[1]
+
+
+BUGS: tuple[Bug, ...] = (
+    Bug("none (control)", "the correct result, rounded to the dtype: must not be flagged",
+        "dX", SQUARE, lambda d: True, _dx, False),
+    Bug("missing transpose", "dX = G·W instead of G·Wᴴ, with a square W", "dX", SQUARE,
+        lambda d: True, lambda i, d: _wide(i.g) @ _wide(i.w).conj(), True),
+    Bug("missing conjugation", "dX = G·Wᵀ instead of G·Wᴴ (tensorflow#378, pytorch#55754)",
+        "dX", SQUARE, lambda d: d.is_complex, lambda i, d: _wide(i.g) @ _wide(i.w).T, True),
+    Bug("partial broadcast reduction", "dW of a broadcast W from batch 0 only (warp#147)",
+        "dW", BROADCAST, lambda d: True,
+        lambda i, d: _wide(i.x[0]).conj().T @ _wide(i.g[0]), True),
+    Bug("missing broadcast reduction", "dW of a broadcast W left per batch (tfjs#8721)",
+        "dW", BROADCAST, lambda d: True,
+        lambda i, d: np.swapaxes(_wide(i.x), -1, -2).conj() @ _wide(i.g), True),
+    Bug("low-precision accumulation",
+        "Y accumulated in a narrower type (float16/bfloat16 in themselves, float32 in "
+        "bfloat16, float64 in float32; pytorch#116870)", "Y", LONG_K, lambda d: True,
+        _low_accumulation, True),
+    Bug("scaling by 1+1e-3", "dX off by a relative 1e-3: below one ulp of float16/bfloat16",
+        "dX", SQUARE, lambda d: True, lambda i, d: _dx(i) * (1 + 1e-3), False),
+)
+
+
+@dataclass(frozen=True)
+class Detection:
+    bug: str
+    dtype: str
+    trials: int
+    detected: int
+    median_ratio: float  # the per-element test's max |err|/bound (NaN: caught on shape)
+    median_bias_z: float  # |β|/σ of the bias test (float16/bfloat16 only)
+    applies: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.detected}/{self.trials}" if self.applies else "n/a"
+
+
+def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
+    """Run `bug` over `trials` seeds; count the seeds where the checker reports fail."""
+    nan = float("nan")
+    if not bug.applies(dtype):
+        return Detection(bug.name, dtype.name, 0, 0, nan, nan, False)
+    hits, ratios, zs = 0, [], []
+    p = params(bug.quantity, bug.case.geometry, rounded_partials=False)
+    for seed in range(trials):
+        inputs = make_inputs(bug.case, dtype, seed)
+        ref = reference(inputs)
+        got = bug.value(inputs, dtype).astype(dtype.numpy)
+        o = check(bug.quantity, got, ref.values[bug.quantity], ref.scale[bug.quantity],
+                  dtype, p)
+        biased = dtype.name in LOW and o.status == "pass" and o.biased
+        hits += o.status == "fail" or biased
+        ratios.append(o.ratio)
+        zs.append(abs(o.bias) / o.bias_sigma if dtype.name in LOW else nan)
+    return Detection(bug.name, dtype.name, trials, hits, _median(ratios), _median(zs), True)
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if v == v]
+    return float(np.median(finite)) if finite else float("nan")
+
+
+def sensitivity(trials: int = 10) -> list[Detection]:
+    return [detect(b, d, trials) for b in BUGS for d in DTYPES.values()]
+
+
+def required(bug: Bug, dtype: str) -> bool:
+    """Whether the issue's bar says `bug` must be caught in `dtype` (every time)."""
+    if bug.name == "none (control)":
+        return False
+    if bug.structural:
+        return True
+    return bug.name.startswith("scaling") and dtype in (
+        "float16", "float32", "float64", "complex64", "complex128")
+
+
+def verdict(results: list[Detection]) -> list[str]:
+    """What fell short: a required detection below 100%, or any false alarm."""
+    by_name = {b.name: b for b in BUGS}
+    problems = []
+    for r in results:
+        if not r.applies:
+            continue
+        if r.bug == "none (control)" and r.detected:
+            problems.append(f"false alarm: the correct {r.dtype} result flagged "
+                            f"{r.detected}/{r.trials} times")
+        elif required(by_name[r.bug], r.dtype) and r.detected < r.trials:
+            problems.append(f"{r.bug} in {r.dtype} caught only {r.detected}/{r.trials}")
+    return problems
+
+
+@dataclass(frozen=True)
+class FDResult:
+    case: str
+    dtype: str
+    quantity: str
+    max_rel_err: float
+    passed: bool
+    evaluations: int
+
+
+FD_MAX_ELEMENTS = 400  # finite differences cost two loss evaluations per input element
+FD_TOLERANCE = 1e-9
+
+
+def finite_differences(case: Case, complex_: bool, seed: int = 0) -> list[FDResult]:
+    """Central differences of L = Re Σ conj(G)·(X @ W) against the reference's dX and dW.
+
+    L is linear in each input, so the central difference is exact up to rounding; the
+    step is a power of two (exact in binary) and the error is relative to max |gradient|.
+    """
+    dtype = get("complex128" if complex_ else "float64")
+    inputs = make_inputs(case, dtype, seed)
+    x, w, g = inputs.x, inputs.w, inputs.g
+    _, dx, dw = matmul_vjp(x, w, g)
+    h = 2.0**-10
+    steps = (1.0, 1j) if complex_ else (1.0,)
+
+    def loss(x_: np.ndarray, w_: np.ndarray) -> float:
+        return float(np.real(np.sum(np.conj(g) * np.matmul(x_, w_))))
+
+    out = []
+    for name, arr, grad in (("dX", x, dx), ("dW", w, dw)):
+        fd = np.zeros_like(grad)
+        for idx in itertools.product(*map(range, arr.shape)):
+            for step in steps:
+                e = np.zeros_like(arr)
+                e[idx] = step * h
+                plus = loss(arr + e, w) if name == "dX" else loss(x, arr + e)
+                minus = loss(arr - e, w) if name == "dX" else loss(x, arr - e)
+                fd[idx] += step * (plus - minus) / (2 * h)
+        scale = max(float(np.max(np.abs(grad), initial=0.0)), 1e-300)
+        err = float(np.max(np.abs(fd - grad), initial=0.0)) / scale
+        out.append(FDResult(case.name, dtype.name, name, err, err <= FD_TOLERANCE,
+                            2 * arr.size * len(steps)))
+    return out
+
+
+def fd_cases(cases: tuple[Case, ...]) -> list[FDResult]:
+    """Finite differences on every case small enough; larger ones are left out."""
+    results = []
+    for case in cases:
+        if 0 < int(np.prod(case.x)) + int(np.prod(case.w)) <= FD_MAX_ELEMENTS:
+            for complex_ in (False, True):
+                results += finite_differences(case, complex_)
+    return results
+
+
+def table(results: list[Detection]) -> str:
+    """Bug rows × dtype columns of detection counts."""
+    dtypes = list(dict.fromkeys(r.dtype for r in results))
+    bugs = list(dict.fromkeys(r.bug for r in results))
+    cell = {(r.bug, r.dtype): r.label for r in results}
+    rows = [["planted bug", *dtypes]] + [[b, *(cell[(b, d)] for d in dtypes)] for b in bugs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def write(results: list[Detection], fd: list[FDResult], out_dir: Path) -> None:
+    """selftest.csv (detections) and selftest_fd.csv (reference vs finite differences)."""
+    by_name = {b.name: b for b in BUGS}
+    det = io.StringIO()
+    w = csv.writer(det, lineterminator="\n")
+    w.writerow(["bug", "description", "quantity", "case", "dtype", "applies", "trials",
+                "detected", "detection_rate", "required", "median_ratio", "median_bias_z"])
+    for r in results:
+        b = by_name[r.bug]
+        rate = r.detected / r.trials if r.trials else float("nan")
+        w.writerow([r.bug, b.what, b.quantity, b.case.label, r.dtype, r.applies, r.trials,
+                    r.detected, f"{rate:.3g}", required(b, r.dtype), f"{r.median_ratio:.4g}",
+                    f"{r.median_bias_z:.4g}"])
+    atomic_write(out_dir / "selftest.csv", det.getvalue())
+    fdt = io.StringIO()
+    w = csv.writer(fdt, lineterminator="\n")
+    w.writerow(["case", "dtype", "quantity", "max_rel_err", "passed", "evaluations"])
+    for f in fd:
+        w.writerow([f.case, f.dtype, f.quantity, f"{f.max_rel_err:.3g}", f.passed,
+                    f.evaluations])
+    atomic_write(out_dir / "selftest_fd.csv", fdt.getvalue())
+
+
+def run(cases: tuple[Case, ...], trials: int, out_dir: Path) -> int:
+    """The `selftest` command: print both parts, write the CSVs; 0 when all is well."""
+    results = sensitivity(trials)
+    fd = fd_cases(cases)
+    write(results, fd, out_dir)
+    print(f"Checker sensitivity: planted bugs caught, out of {trials} seeds each "
+          "(per element; float16/bfloat16 also by the bias test)")
+    print(table(results))
+    bad_fd = [f for f in fd if not f.passed]
+    worst = max((f.max_rel_err for f in fd), default=float("nan"))
+    print(f"\nReference vs central finite differences (float64, complex128): "
+          f"{len(fd) - len(bad_fd)}/{len(fd)} gradients agree, worst relative error "
+          f"{worst:.2g} (tolerance {FD_TOLERANCE:g})")
+    problems = verdict(results) + [
+        f"reference {f.quantity} of {f.case} ({f.dtype}) differs from finite differences "
+        f"by {f.max_rel_err:.3g}" for f in bad_fd]
+    for line in problems:
+        print(f"PROBLEM {line}")
+    print(f"results: {out_dir / 'selftest.csv'}")
+    return 1 if problems else 0
