@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from harness import __version__, store
 from harness.adapters import RegistryError, load_target, registry
@@ -54,9 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     v = sub.add_parser("verify", help="check Y, dX and dW of every cell against the reference")
     _verify_args(v)
-    r = sub.add_parser("run", help="the main job: verify the default config into results/")
+    r = sub.add_parser("run", help="the main job: verify, quick asv benchmark and report, "
+                                   "into results/")
     r.add_argument("--config", help="YAML config (default: the embedded configs/default.yaml)")
     r.add_argument("--out", help="output folder (default: a new folder under results/)")
+    r.add_argument("--no-bench", action="store_true",
+                   help="skip the quick asv benchmark (the report then has no timings)")
     b = sub.add_parser("bench", help="time every framework through asv in this environment")
     b.add_argument("--quick", action="store_true",
                    help="asv --quick on the small built-in quick selection (one warm call "
@@ -117,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            return verify_command(config=args.config, out=args.out, prefix="run")
+            return run_command(config=args.config, out=args.out, bench=not args.no_bench)
         if args.command == "report":
             from harness.report.command import report_command  # lazy: pandas, matplotlib
 
@@ -186,7 +190,43 @@ def _out_dir(out: str | None, prefix: str) -> Path:
     return path
 
 
-def verify_command(
+def run_command(*, config: str | None, out: str | None, bench: bool) -> int:
+    """The main job: verify, then a quick asv benchmark, then the report of both.
+
+    A benchmark or report problem is reported and makes the exit code non-zero, but never
+    costs the correctness results, which are written first.
+    """
+    code, out_dir = _verify(config=config, out=out, prefix="run")
+    if code == EXIT_INTERRUPTED:
+        return code
+    if bench:
+        from harness.bench import BenchError, run_bench
+
+        print("\n== quick benchmark (asv) ==", flush=True)
+        try:
+            bench_code = run_bench(quick=True, config=None)
+        except BenchError as exc:
+            print(f"matmul-harness: benchmark not run: {exc}", file=sys.stderr)
+            bench_code = EXIT_FAILED
+        code = max(code, EXIT_FAILED if bench_code else EXIT_OK)
+    from harness.report import build_report
+
+    print("\n== report ==", flush=True)
+    try:
+        html, md = build_report([out_dir], out_dir)
+    except ResultsFileError as exc:
+        print(f"matmul-harness: report not written: {exc}", file=sys.stderr)
+        return max(code, EXIT_FAILED)
+    print(f"report: {html}\nreport (Markdown): {md}")
+    return code
+
+
+def verify_command(**kw: Any) -> int:
+    """`verify`; returns the exit code."""
+    return _verify(**kw)[0]
+
+
+def _verify(
     *,
     config: str | None = None,
     frameworks: Sequence[str] = (),
@@ -200,8 +240,8 @@ def verify_command(
     cell_timeout: float | None = None,
     timeout: float | None = None,
     prefix: str = "verify",
-) -> int:
-    """`verify` (and the verify step of `run`); returns the exit code."""
+) -> tuple[int, Path]:
+    """`verify` (and the verify step of `run`): the exit code and the output folder."""
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
     known = tuple(registry())
@@ -244,7 +284,7 @@ def verify_command(
         print(f"matmul-harness: interrupted after {done} of {len(cells)} cells; finished "
               f"cells are kept in {log.path}. Resume with: matmul-harness verify --resume "
               f"{out_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, out_dir
     finally:
         log.close()
     _clear_progress()
@@ -259,7 +299,7 @@ def verify_command(
         print(line)
     print(f"results: {out_dir / store.FINAL_FILE}")
     print(summary_line(rows))
-    return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK
+    return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK, out_dir
 
 
 @contextmanager

@@ -40,11 +40,15 @@ def quantities(adapter: type[Adapter]) -> dict[str, str | None]:
 
 def uniform_rows(cell: Cell, status: str, reason: str, version: str,
                  adapter: type[Adapter] | None = None, precision: str = "") -> list[Row]:
-    """Rows of a cell that share one status and reason (skip, error); quantities the
-    adapter cannot produce at all keep their own skip reason."""
+    """Rows of a cell that share one status and reason (skip, error).
+
+    A skip's reason (no GPU, framework missing) holds for every quantity; an error's does
+    not reach the quantities the adapter never produces, which keep their own skip reason.
+    """
     names = quantities(adapter) if adapter else dict.fromkeys([*QUANTITIES, *EXTRA_QUANTITIES])
     return [
-        make_row(cell, q, "skip", never, version, precision=precision) if never
+        make_row(cell, q, "skip", never, version, precision=precision)
+        if never and status != "skip"
         else make_row(cell, q, status, reason, version, precision=precision)
         for q, never in names.items()
     ]

@@ -45,7 +45,7 @@ def test_verify_writes_csv_matrix_and_summary(tmp_path: Path, capsys) -> None:  
     # numpy has no autodiff: its dY, adjoint and d2W rows are skips with that reason
     assert out.splitlines()[-1] == "12 passed, 0 failed, 36 skipped, 0 errors"
     assert "numpy:cpu       6/0/6" in out and "numpy:gpu       0/0/12" in out
-    assert "skip numpy:gpu x12: numpy has no gpu backend" in out
+    assert "skip numpy:gpu x24: numpy has no gpu backend" in out
     assert "skip numpy:cpu x8: numpy has no forward-mode autodiff" in out
     assert err == ""  # not a TTY: no progress output
     with (tmp_path / "o" / "verify.csv").open() as f:
