@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip the quick asv benchmark (the report then has no timings)")
     b = sub.add_parser("bench", help="time every framework through asv in this environment")
     b.add_argument("--quick", action="store_true",
-                   help="asv --quick on the small built-in quick selection (one warm call "
-                        "per cell)")
+                   help="asv --quick (one ~20 ms sample per cell, after warm-up) on the "
+                        "small built-in quick selection")
     b.add_argument("--config", help="bench YAML selecting frameworks, devices, dtypes, shapes "
                                     "(default: the built-in selection)")
     b.add_argument("--results-dir", metavar="DIR",
