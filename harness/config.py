@@ -62,24 +62,28 @@ def default_path() -> Path:
     return packaged(DEFAULT_NAME)
 
 
-def load(path: str | Path | None, known_frameworks: Sequence[str]) -> Config:
-    """Read and validate a config file; `None` means the embedded default."""
-    p = Path(path) if path is not None else default_path()
-    src = str(path) if path is not None else f"{DEFAULT_NAME} (embedded default)"
+def read_yaml(path: Path, src: str) -> Any:
+    """The parsed YAML of a config file; ConfigError (one line) when missing or malformed."""
     try:
-        text = p.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{src}: config file not found; pass an existing --config") from None
     except OSError as exc:
         raise ConfigError(f"{src}: cannot read config file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{src}: YAML syntax error{where}: {problem}") from None
-    return parse(data, src, known_frameworks)
+
+
+def load(path: str | Path | None, known_frameworks: Sequence[str]) -> Config:
+    """Read and validate a config file; `None` means the embedded default."""
+    p = Path(path) if path is not None else default_path()
+    src = str(path) if path is not None else f"{DEFAULT_NAME} (embedded default)"
+    return parse(read_yaml(p, src), src, known_frameworks)
 
 
 def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
