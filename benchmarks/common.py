@@ -191,22 +191,6 @@ def error_ratios(framework: str, device: str, dtype: str, shape: str) -> dict[st
 
 def device_peak_bytes(framework: str, c: Cell) -> int:
     """Peak GPU memory in use while running the cell's pass once, inputs included."""
-    a = c.adapter
-    if framework == "torch":
-        torch = a.torch
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        c.call()
-        return int(torch.cuda.max_memory_allocated())
-    if framework == "tensorflow":
-        tf = a.tf
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        c.call()
-        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-    if framework == "jax":
-        # XLA keeps no resettable peak: this is the process's peak, which the same pass
-        # already reached during warm-up, so it is the same quantity.
-        c.call()
-        stats = a.jax.devices("gpu")[0].memory_stats() or {}
-        return int(stats["peak_bytes_in_use"])
-    raise NotImplementedError(f"no device memory counter for {framework}")
+    c.adapter.reset_peak_memory("gpu")
+    c.call()
+    return c.adapter.peak_memory("gpu")

@@ -46,6 +46,11 @@ def matmul_vjp(
     x: np.ndarray, w: np.ndarray, g: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(Y, dX, dW)` of `Y = X @ W` for upstream gradient `g`, in the inputs' dtype."""
+    return (np.matmul(x, w), *matmul_grads(x, w, g))
+
+
+def matmul_grads(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(dX, dW)` alone: the backward pass, with no forward product."""
     x2 = x[None, :] if x.ndim == 1 else x
     w2 = w[:, None] if w.ndim == 1 else w
     g2 = g
@@ -53,10 +58,9 @@ def matmul_vjp(
         g2 = np.expand_dims(g2, -2 if w.ndim > 1 else 0)
     if w.ndim == 1:
         g2 = np.expand_dims(g2, -1)
-    y = np.matmul(x, w)
     dx = sum_to_shape(np.matmul(g2, _mH(w2)), x2.shape)
     dw = sum_to_shape(np.matmul(_mH(x2), g2), w2.shape)
-    return y, dx.reshape(x.shape), dw.reshape(w.shape)
+    return dx.reshape(x.shape), dw.reshape(w.shape)
 
 
 @dataclass(frozen=True)

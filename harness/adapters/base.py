@@ -120,6 +120,14 @@ class Adapter:
         """
         raise NotImplementedError(f"{self.name} has no second-order autodiff adapter")
 
+    def reset_peak_memory(self, device: str) -> None:
+        """Start a new peak of device memory in use (GPU benchmarks)."""
+        raise NotImplementedError(f"{self.name} has no {device} memory counter")
+
+    def peak_memory(self, device: str) -> int:
+        """Bytes of device memory in use at the peak since `reset_peak_memory`."""
+        raise NotImplementedError(f"{self.name} has no {device} memory counter")
+
     def sync(self, outputs: tuple[Any, ...]) -> None:
         """Block until `outputs` are computed (asynchronous GPU dispatch)."""
         raise NotImplementedError("The 'sync' method must be implemented.")

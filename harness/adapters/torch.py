@@ -107,6 +107,17 @@ class TorchAdapter(Adapter):
         (d2w,) = torch.autograd.grad(h, w, materialize_grads=True)
         return d2w
 
+    def reset_peak_memory(self, device: str) -> None:
+        if device != "gpu":
+            super().reset_peak_memory(device)
+        self.torch.cuda.synchronize()
+        self.torch.cuda.reset_peak_memory_stats()
+
+    def peak_memory(self, device: str) -> int:
+        if device != "gpu":
+            return super().peak_memory(device)
+        return int(self.torch.cuda.max_memory_allocated())
+
     def sync(self, outputs: tuple[Any, ...]) -> None:
         if any(t.is_cuda for t in outputs):
             self.torch.cuda.synchronize()
