@@ -1,10 +1,9 @@
 """`matmul-harness bench`: the asv suite in `benchmarks/`, run in the current environment.
 
-The suite's parameter grid is defined here (`GRIDS`), beside the *selection* of cells a run
-measures (`DEFAULT`, `QUICK`, or a `--config` YAML file). asv starts one process per
-parameter combination, so a selection is passed to `asv run` as `--bench` regexes (cells
-outside it cost nothing) and, through `MATMUL_BENCH_SELECTION`, to the benchmarks' `setup`,
-which records cells outside it as n/a when someone runs plain `asv run`.
+The grid and the selection of cells a run measures live in `harness.suite` (re-exported
+here: `benchmarks/` reads them as `harness.bench.X`). This module drives asv: it turns a
+selection into `asv run --bench` regexes (cells outside it cost nothing), writes asv's
+config and machine record, runs asv and prints a summary of the timings it saved.
 
 Nothing here imports asv or a framework at module import: `benchmarks/` imports this module
 during asv's discovery, and `import harness` must stay light.
@@ -12,7 +11,6 @@ during asv's discovery, and `import harness` must stay light.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -20,264 +18,41 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness import __version__, shapes
-from harness.config import ConfigError
-
-FRAMEWORKS: tuple[str, ...] = ("numpy", "torch", "jax", "tensorflow")
-DEVICES: tuple[str, ...] = ("cpu", "gpu")
-DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
-KINDS: tuple[str, ...] = ("time", "accuracy", "memory")
-SHAPE_GROUPS: dict[str, tuple[str, ...]] = {
-    "square": shapes.SQUARE,
-    "deepbench": shapes.DEEPBENCH_SUITE,
-}
-SELECTION_ENV = "MATMUL_BENCH_SELECTION"  # a selection file, or "all"; unset: DEFAULT
-THREADS_ENV = "MATMUL_BENCH_THREADS"  # CPU threads of every framework; unset: all cores
-SEED = 0  # inputs are harness.cases.make_inputs(case, dtype, SEED)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """One benchmark class: its asv name and its parameter values."""
-
-    name: str  # "module.Class", as asv names it (benchmarks/ is the root)
-    kind: str  # "time", "accuracy" or "memory"
-    methods: tuple[str, ...]
-    dtypes: tuple[str, ...]
-    shapes: tuple[str, ...]
-    with_pass: bool = True
-    gpu_only: tuple[str, ...] = ()  # methods that measure something only a GPU has
-
-    @property
-    def param_names(self) -> list[str]:
-        names = ["framework", "device", "dtype", "shape"]
-        return [*names, "pass"] if self.with_pass else names
-
-    @property
-    def params(self) -> list[list[str]]:
-        values = [list(FRAMEWORKS), list(DEVICES), list(self.dtypes), list(self.shapes)]
-        return [*values, list(shapes.PASSES)] if self.with_pass else values
-
-
-GRIDS: tuple[Grid, ...] = (
-    Grid("matmul.Square", "time", ("time_matmul",), DTYPES, shapes.SQUARE),
-    # DeepBench trains in float32 and float16 (mixed precision); bfloat16 postdates it.
-    Grid("matmul.DeepBench", "time", ("time_matmul",), ("float16", "float32"),
-         shapes.DEEPBENCH_SUITE),
-    Grid("accuracy.Gradients", "accuracy", ("track_dx_error_ratio", "track_dw_error_ratio"),
-         DTYPES, ("256x256x256", "1024x1024x1024"), with_pass=False),
-    Grid("memory.Peak", "memory", ("peakmem_forward_backward", "track_device_peak_bytes"),
-         DTYPES, ("1024x1024x1024", "2048x2048x2048"), with_pass=False,
-         gpu_only=("track_device_peak_bytes",)),
+from harness.suite import (
+    DEFAULT,
+    DEVICES,
+    DTYPES,
+    FRAMEWORKS,
+    GRIDS,
+    KINDS,
+    QUICK,
+    SEED,
+    SELECTION_ENV,
+    SHAPE_GROUPS,
+    THREADS_ENV,
+    BenchError,
+    DeviceSelection,
+    Grid,
+    Selection,
+    active_selection,
+    bench_threads,
+    gpu_present,
+    grid,
+    load_selection,
+    parse_selection,
 )
 
-
-def grid(name: str) -> Grid:
-    """The grid of benchmark class `module.Class`."""
-    for g in GRIDS:
-        if g.name == name:
-            return g
-    raise KeyError(f"no benchmark grid {name!r}; known: {', '.join(g.name for g in GRIDS)}")
-
-
-class BenchError(ConfigError):
-    """A bench config or environment that cannot be used: exit 2 with this one line."""
-
-
-@dataclass(frozen=True)
-class DeviceSelection:
-    dtypes: tuple[str, ...]
-    shapes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which cells of the grid a run measures."""
-
-    frameworks: tuple[str, ...]
-    passes: tuple[str, ...]
-    kinds: tuple[str, ...]
-    cpu: DeviceSelection | None
-    gpu: DeviceSelection | None
-    threads: int | None = None  # None: every core this process may run on
-    source: str = "built-in"
-
-    def device(self, name: str) -> DeviceSelection | None:
-        return self.cpu if name == "cpu" else self.gpu if name == "gpu" else None
-
-    def includes(self, kind: str, framework: str, device: str, dtype: str, shape: str,
-                 pass_: str | None = None) -> bool:
-        d = self.device(device)
-        return (
-            d is not None and kind in self.kinds and framework in self.frameworks
-            and dtype in d.dtypes and shape in d.shapes
-            and (pass_ is None or pass_ in self.passes)
-        )
-
-    def to_json(self) -> str:
-        data = {k: v for k, v in asdict(self).items() if k != "source" and v is not None}
-        return json.dumps(data, indent=2)
-
-
-# CPU: float32 and float64 up to 1024 (2048 float64 forward+backward takes seconds per call
-# on a small CPU, and float16/bfloat16 have no fast CPU kernels: numpy's float16 matmul is
-# a plain loop). GPU: every dtype, the larger squares and the DeepBench GEMMs.
-DEFAULT = Selection(
-    frameworks=FRAMEWORKS,
-    passes=shapes.PASSES,
-    kinds=KINDS,
-    cpu=DeviceSelection(("float32", "float64"),
-                        ("64x64x64", "256x256x256", "1024x1024x1024")),
-    gpu=DeviceSelection(DTYPES, ("1024x1024x1024", "2048x2048x2048", *shapes.DEEPBENCH_SUITE)),
-    source="built-in default",
-)
-# `make run`: a timing of every framework and pass plus the gradient error ratios, in about
-# a minute on a 2-core CPU (each cell is a process that imports its framework).
-QUICK = Selection(
-    frameworks=FRAMEWORKS,
-    passes=shapes.PASSES,
-    kinds=("time", "accuracy"),
-    cpu=DeviceSelection(("float32",), ("256x256x256",)),
-    gpu=DeviceSelection(("float32",), ("1024x1024x1024",)),
-    source="built-in quick",
-)
-
-_TOP_KEYS = ("frameworks", "passes", "kinds", "threads", "cpu", "gpu")
-_DEVICE_KEYS = ("dtypes", "shapes")
-
-
-def _hint(got: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(got, list(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _names(value: Any, key: str, allowed: Sequence[str], src: str,
-           groups: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise BenchError(f"{src}: {key} must be a non-empty list drawn from "
-                         f"{', '.join(allowed)}; received {value!r}")
-    out: list[str] = []
-    for item in value:
-        if groups and item in groups:
-            out.extend(groups[item])
-        elif item in allowed:
-            out.append(item)
-        else:
-            names = [*(groups or {}), *allowed]
-            raise BenchError(f"{src}: {key}: unknown value {item!r}{_hint(str(item), names)}; "
-                             f"allowed: {', '.join(names)}")
-    return tuple(dict.fromkeys(out))
-
-
-def _keys(data: dict[Any, Any], allowed: Sequence[str], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r}{_hint(str(key), allowed)}; "
-                             f"allowed: {', '.join(allowed)}")
-
-
-def _device(data: Any, name: str, src: str) -> DeviceSelection:
-    default = DEFAULT.device(name)
-    assert default is not None
-    if data is None:  # `gpu:` with nothing under it: the default for that device
-        return default
-    if not isinstance(data, dict):
-        raise BenchError(f"{src}: {name} must be a mapping with keys dtypes, shapes; "
-                         f"received {data!r}")
-    _keys(data, _DEVICE_KEYS, f"{src}: {name}")
-    all_shapes = tuple(dict.fromkeys(s for g in GRIDS for s in g.shapes))
-    return DeviceSelection(
-        dtypes=_names(data["dtypes"], f"{name}.dtypes", DTYPES, src)
-        if "dtypes" in data else default.dtypes,
-        shapes=_names(data["shapes"], f"{name}.shapes", all_shapes, src, SHAPE_GROUPS)
-        if "shapes" in data else default.shapes,
-    )
-
-
-def parse_selection(data: Any, src: str) -> Selection:
-    """Validate a bench config mapping (see README); every problem is a one-line BenchError."""
-    if not isinstance(data, dict):
-        raise BenchError(f"{src}: expected a mapping with keys {', '.join(_TOP_KEYS)}; "
-                         f"received {type(data).__name__}")
-    _keys(data, _TOP_KEYS, src)
-    if "cpu" not in data and "gpu" not in data:
-        raise BenchError(f"{src}: select at least one device: add a 'cpu' or 'gpu' section "
-                         "(each with optional dtypes and shapes)")
-    threads = data.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise BenchError(f"{src}: threads must be an integer >= 1 (CPU threads for every "
-                         f"framework); received {threads!r}")
-
-    def top(key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-        return _names(data[key], key, allowed, src) if key in data else allowed
-
-    return Selection(
-        frameworks=top("frameworks", FRAMEWORKS),
-        passes=top("passes", shapes.PASSES),
-        kinds=top("kinds", KINDS),
-        cpu=_device(data["cpu"], "cpu", src) if "cpu" in data else None,
-        gpu=_device(data["gpu"], "gpu", src) if "gpu" in data else None,
-        threads=threads,
-        source=src,
-    )
-
-
-def load_selection(path: str | Path) -> Selection:
-    """Read and validate a bench config (YAML; JSON is YAML too)."""
-    src = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BenchError(f"{src}: config file not found; pass an existing --config") from None
-    except OSError as exc:
-        raise BenchError(f"{src}: cannot read config file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BenchError(f"{src}: YAML syntax error{where}: "
-                         f"{getattr(exc, 'problem', None) or exc}") from None
-    return parse_selection(data, src)
-
-
-def active_selection() -> Selection | None:
-    """The selection benchmarks run under (None: every cell), from MATMUL_BENCH_SELECTION."""
-    value = os.environ.get(SELECTION_ENV, "")
-    if value == "all":
-        return None
-    return load_selection(value) if value else DEFAULT
-
-
-def bench_threads(selection: Selection | None) -> int:
-    """CPU threads every framework gets: MATMUL_BENCH_THREADS, the selection's, or all cores."""
-    value = os.environ.get(THREADS_ENV)
-    if value:
-        return int(value)
-    if selection is not None and selection.threads:
-        return selection.threads
-    return len(os.sched_getaffinity(0))
-
-
-def gpu_present() -> bool:
-    """Whether a GPU may be visible, found without importing a framework.
-
-    asv starts a process per cell; this keeps a GPU cell on a GPU-less machine from importing
-    its framework (seconds for TensorFlow) only to learn there is no GPU. When it says yes,
-    the adapter's `device_reason` decides.
-    """
-    from harness.system import gpus
-
-    return bool(gpus()) or os.path.exists("/dev/kfd")  # /dev/kfd: AMD ROCm
+__all__ = [
+    "DEFAULT", "DEVICES", "DTYPES", "FRAMEWORKS", "GRIDS", "KINDS", "QUICK", "SEED",
+    "SELECTION_ENV", "SHAPE_GROUPS", "THREADS_ENV", "BenchError", "DeviceSelection", "Grid",
+    "Selection", "active_selection", "bench_threads", "checkout", "git_head", "gpu_present",
+    "grid", "load_selection", "machine_name", "parse_selection", "plan", "run_bench",
+    "summary", "time_results",
+]
 
 
 def plan(selection: Selection, gpu: bool) -> tuple[list[str], list[str]]:
@@ -342,11 +117,11 @@ def git_head(root: Path) -> str:
     return out.stdout.strip()
 
 
-def machine_name(threads: int) -> str:
-    """asv's machine name: host, GPU model (asv has no GPU field) and thread count."""
-    from harness.system import machine_slug
-
-    return f"{machine_slug()}-{threads}t"
+def machine_name(host: str, threads: int) -> str:
+    """asv's machine name: the physical machine (`harness.system.machine_slug`: host and GPU
+    model, as asv has no GPU field) and the thread count, since timings with different
+    thread counts are not one series."""
+    return f"{host}-{threads}t"
 
 
 def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = None,
@@ -359,6 +134,8 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
     """
     import importlib.util
 
+    from harness.system import machine_slug
+
     selection = load_selection(config) if config else QUICK if quick else DEFAULT
     if importlib.util.find_spec("asv") is None:
         raise BenchError("asv is not installed in this environment: pip install 'asv>=0.6.4'")
@@ -367,7 +144,8 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
     gpu = gpu_present()
     regexes, notes = plan(selection, gpu)
     threads = bench_threads(selection)
-    machine = machine_name(threads)
+    host = machine_slug()  # verify's run.json names the machine the same way
+    machine = machine_name(host, threads)
     with tempfile.TemporaryDirectory(prefix="matmul-bench-") as tmp:
         home = Path(tmp)
         conf = _write_conf(root, home, results_dir)
@@ -375,7 +153,7 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(home),
                THREADS_ENV: str(threads), SELECTION_ENV: str(home / "selection.json")}
         _asv(["machine", "--yes", "--machine", machine, "--config", str(conf)], env, root)
-        _annotate_machine(home / ".asv-machine.json", machine, threads)
+        _annotate_machine(home / ".asv-machine.json", machine, threads, host)
         print(f"bench: {selection.source} selection, machine {machine}, commit {commit[:8]}, "
               f"{threads} CPU thread(s) per framework{', quick' if quick else ''}")
         for note in notes:
@@ -433,8 +211,11 @@ def _write_conf(root: Path, home: Path, results_dir: Path | None) -> Path:
     return path
 
 
-def _annotate_machine(path: Path, machine: str, threads: int) -> None:
-    """Add what asv's machine record lacks; asv copies it to results/<machine>/machine.json."""
+def _annotate_machine(path: Path, machine: str, threads: int, host: str) -> None:
+    """Add what asv's machine record lacks; asv copies it to results/<machine>/machine.json.
+
+    `host_machine` is the physical machine (verify's `system.machine_name`): the report
+    merges verify's and asv's records of one machine under it."""
     from asv.machine import Machine
 
     from harness.system import cpu_model, gpus
@@ -443,7 +224,8 @@ def _annotate_machine(path: Path, machine: str, threads: int) -> None:
     # `asv machine --yes --machine NAME` records the name only; add asv's own defaults.
     data[machine] = {**Machine.get_defaults(), **data[machine]}
     data[machine].update(
-        cpu=cpu_model(), gpu=", ".join(gpus()) or "none", threads=str(threads),
+        host_machine=host, cpu=cpu_model(), gpu=", ".join(gpus()) or "none",
+        threads=str(threads),
         float32_precision="ieee (pinned: no TF32 or reduced-precision reductions)",
         harness_version=__version__,
     )

@@ -4,7 +4,9 @@ self-contained HTML, Markdown that parses back to the same numbers, and bad inpu
 Fixtures (tests/fixtures/report, written by tools/report_fixtures.py): `full` has two
 machines (a CPU box with a failing cell, a GPU box with an erroring cell), their verify
 output and asv results, one machine with two asv runs of which the newer must win;
-`partial` is correctness only, one machine, tensorflow missing, no asv results.
+`partial` is correctness only, one machine, tensorflow missing, no asv results; `merged`
+has one box under verify's name (vm-cpu) and bench's asv name (vm-cpu-2t, recording
+host_machine vm-cpu), plus an asv machine from before host_machine was recorded.
 """
 
 from __future__ import annotations
@@ -219,6 +221,63 @@ def test_newest_run_wins_on_the_identity_key() -> None:
     assert len(cpu) == 4 * 1 * 4 * 3 * 3
     assert {"track", "peakmem"} <= set(t["kind"])
     assert len(data.machines["ci-box-cpu"].asv_runs) == 2
+
+
+# --- one machine under verify's and asv's names --------------------------------------------
+
+MERGED = FIX / "merged"
+
+
+def test_verify_and_bench_of_one_box_share_one_machine() -> None:
+    from harness.report import analysis as an
+
+    data = load([MERGED / "verify-vm"], MERGED / "asv")
+    assert list(data.machines) == ["vm-cpu", "old-box-4t"]
+    vm = data.machines["vm-cpu"]
+    assert vm.card["machine_name"] == "vm-cpu" and vm.asv["threads"] == "2"
+    assert vm.asv_names == ["vm-cpu-2t"]
+    t = data.table
+    assert set(t["machine"]) == {"vm-cpu", "old-box-4t"}
+    assert {"verify", "asv"} == set(t[t["machine"] == "vm-cpu"]["source"])
+    # Without host_machine (older results, plain `asv run`): asv's machine name, as before.
+    old = data.machines["old-box-4t"]
+    assert old.asv_names == ["old-box-4t"] and not old.card and old.asv["num_cpu"] == "4"
+    acc, note = an.accuracy_speed(an.correctness(t), an.timings(t), an.track_ratios(t))
+    assert set(acc["machine"]) == {"vm-cpu"} and note == ""  # paired on the same machine
+
+
+def test_one_system_card_per_box_with_asv_threads(tmp_path: Path) -> None:
+    html, md = build_report([MERGED / "verify-vm"], tmp_path, asv_results=MERGED / "asv")
+    s = sections(html.read_text(encoding="utf-8"))
+    assert re.findall(r'<div class="card"><h3>([^<]+)</h3>', s["system"]) == [
+        "vm-cpu", "old-box-4t"]
+    assert "vm-cpu-2t (2 CPU threads per framework)" in s["system"]
+    assert md.read_text(encoding="utf-8").count("<summary>vm-cpu</summary>") == 1
+    assert "come from different machines" not in s["accuracy"]
+    assert "<img" in s["accuracy"]
+
+
+def test_a_box_benchmarked_at_several_thread_counts_keeps_them_apart(tmp_path: Path) -> None:
+    import shutil
+
+    asv = tmp_path / "asv"
+    shutil.copytree(MERGED / "asv", asv)
+    one = asv / "vm-cpu-1t"
+    (asv / "vm-cpu-2t").rename(one)
+    shutil.copytree(MERGED / "asv" / "vm-cpu-2t", asv / "vm-cpu-2t")
+    for f in one.glob("*.json"):
+        data = json.loads(f.read_text())
+        info = data.get("params", data)
+        info.update(machine="vm-cpu-1t", threads="1")
+        f.write_text(json.dumps(data))
+    data = load([MERGED / "verify-vm"], asv)
+    assert list(data.machines) == ["vm-cpu", "old-box-4t", "vm-cpu-1t", "vm-cpu-2t"]
+    assert data.machines["vm-cpu-1t"].asv["threads"] == "1"
+    timed = data.table[data.table["kind"] == "time"]
+    assert len(timed[timed["machine"] == "vm-cpu-1t"]) == len(timed[timed["machine"] ==
+                                                                       "vm-cpu-2t"]) > 0
+    assert any("vm-cpu: asv results under several machine names (vm-cpu-1t, vm-cpu-2t"
+               in n for n in data.notes)
 
 
 # --- the partial report ------------------------------------------------------------------

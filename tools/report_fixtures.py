@@ -118,9 +118,10 @@ def write_asv(results: Path, machine: str, *, commit: str, date_ms: int,
               dtypes: Sequence[str] = DTYPES, shapes: Sequence[str] = ("64x64x64",),
               passes: Sequence[str] = PASSES, seed: int = 0, scale: float = 1.0,
               fail: tuple[str, str, str, str] | None = None,
-              extras: bool = True) -> None:
+              extras: bool = True, annotate: dict[str, str] | None = None) -> None:
     """One asv run (one results file) of the timing benchmark, plus a track_ and a
-    peakmem_ benchmark and one benchmark without our parameters when `extras`."""
+    peakmem_ benchmark and one benchmark without our parameters when `extras`.
+    `annotate`: machine fields `matmul-harness bench` adds (host_machine, threads, gpu)."""
     rng = random.Random(seed)
     params = [list(frameworks), list(devices), list(dtypes), list(shapes), list(passes)]
     reprs = [[repr(v) for v in p] for p in params]
@@ -159,7 +160,7 @@ def write_asv(results: Path, machine: str, *, commit: str, date_ms: int,
         bench_meta[imp] = _bench_meta(imp, "time", "seconds", [], [])
     env = "existing-py_usr_local_bin_python3.11"
     info = {"arch": "x86_64", "cpu": cpu, "machine": machine, "num_cpu": str(cores),
-            "os": "Linux 6.1.0", "ram": str(24 * 2**30)}
+            "os": "Linux 6.1.0", "ram": str(24 * 2**30), **(annotate or {})}
     data = {"commit_hash": commit, "env_name": env, "date": date_ms,
             "params": {**info, "python": "3.11"}, "python": "3.11", "requirements": {},
             "env_vars": {}, "result_columns": RESULT_COLUMNS, "results": entries,
@@ -215,6 +216,16 @@ def write_fixtures(root: Path) -> None:
               shapes=sh, seed=3)
     write_verify(root / "partial" / "verify-cpu", "laptop-cpu", cpu="Intel(R) Core(TM) i7",
                  frameworks=("numpy", "torch", "jax"), dtypes=("float32", "float64"))
+    # `merged`: verify names the box vm-cpu, bench's asv machine vm-cpu-2t records
+    # host_machine vm-cpu: one card. old-box-4t predates host_machine: its own card.
+    merged = root / "merged"
+    small = {"dtypes": ("float32", "float64"), "shapes": ("64x64x64", "256x256x256")}
+    write_verify(merged / "verify-vm", "vm-cpu", dtypes=small["dtypes"], cases=CASES[:2])
+    write_asv(merged / "asv", "vm-cpu-2t", commit="a1b2c3d4e5f60718", date_ms=1763600000000,
+              devices=("cpu",), seed=4, extras=False, **small,
+              annotate={"host_machine": "vm-cpu", "threads": "2", "gpu": "none"})
+    write_asv(merged / "asv", "old-box-4t", commit="0ddba11c0ffee000", date_ms=1763500000000,
+              devices=("cpu",), seed=5, extras=False, cores=4, **small)
 
 
 if __name__ == "__main__":

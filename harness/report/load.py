@@ -59,12 +59,18 @@ class ReportInputError(ResultsFileError):
 
 @dataclass
 class Machine:
-    """What is known of one machine: the harness's system card and asv's machine.json."""
+    """What is known of one machine: the harness's system card and asv's machine.json.
+
+    `name` is the physical machine: run.json's `machine_name` and, for asv, the
+    `host_machine` that `matmul-harness bench` records (its asv machine name adds the thread
+    count, `<name>-2t`), so verify's and asv's records of one box are one Machine. asv
+    results without `host_machine` (older, or from plain `asv run`) go by asv's name."""
 
     name: str
     card: dict[str, Any] = field(default_factory=dict)  # run.json "system"
     run: dict[str, Any] = field(default_factory=dict)  # run.json minus "system"
     asv: dict[str, Any] = field(default_factory=dict)  # machine.json / result "params"
+    asv_names: list[str] = field(default_factory=list)  # asv's machine names, e.g. "box-2t"
     asv_runs: list[str] = field(default_factory=list)  # "commit8 env (date)"
     sources: list[str] = field(default_factory=list)
 
@@ -215,6 +221,17 @@ def _num(v: object) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
 
 
+@dataclass
+class _AsvRun:
+    """One asv results file, read, with the machine it belongs to."""
+
+    path: Path
+    data: dict[str, Any]
+    info: dict[str, Any]  # machine.json, then the result's "params" over it
+    name: str  # asv's machine name
+    host: str  # the physical machine: `host_machine` when bench recorded it, else `name`
+
+
 def _asv_files(results: Path) -> Iterator[tuple[Path, Path]]:
     """(machine dir, result file) for each asv result file under `results`."""
     for sub in sorted(p for p in results.iterdir() if p.is_dir()):
@@ -250,24 +267,51 @@ def read_asv(results: Path, machines: dict[str, Machine],
     else:
         notes.append(f"{bench_path} is missing: timing parameters are assumed to be "
                      f"{', '.join(TIMING_PARAMS)}")
-    frames = [_read_asv_file(f, d, benchmarks, machines) for d, f in files]
+    runs = [_open_asv_file(f, d) for d, f in files]
+    frames = [_read_asv_file(r, _machine_key(r, runs, notes), benchmarks, machines)
+              for r in runs]
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty
 
 
-def _read_asv_file(path: Path, machine_dir: Path, benchmarks: dict[str, Any],
-                   machines: dict[str, Machine]) -> pd.DataFrame:
-    what = "an asv results file (with \"results\" and \"result_columns\")"
+_ASV_FILE = "an asv results file (with \"results\" and \"result_columns\")"
+
+
+def _open_asv_file(path: Path, machine_dir: Path) -> _AsvRun:
+    what = _ASV_FILE
     data = _read_json(path, what)
     if not (isinstance(data, dict) and isinstance(data.get("results"), dict)
             and isinstance(data.get("result_columns"), list)):
         raise ReportInputError(f"{path}: not asv results; expected {what}")
     raw = data.get("params")
     params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    machine_json = _read_json(machine_dir / "machine.json", "asv's machine.json")
+    info = {**(machine_json if isinstance(machine_json, dict) else {}), **params}
     name = str(params.get("machine") or machine_dir.name)
+    return _AsvRun(path, data, info, name, str(info.get("host_machine") or name))
+
+
+def _machine_key(run: _AsvRun, runs: Sequence[_AsvRun], notes: list[str]) -> str:
+    """The machine an asv run's rows and card go under: its physical machine, unless that
+    machine was benchmarked under several asv names (thread counts): those timings are not
+    one series, so each keeps its asv name (merged, the newest would replace the others)."""
+    names = sorted({r.name for r in runs if r.host == run.host})
+    if len(names) == 1:
+        return run.host
+    note = (f"{run.host}: asv results under several machine names ({', '.join(names)}, "
+            "e.g. thread counts); their timings are kept apart under those names")
+    if note not in notes:
+        notes.append(note)
+    return run.name
+
+
+def _read_asv_file(run: _AsvRun, name: str, benchmarks: dict[str, Any],
+                   machines: dict[str, Machine]) -> pd.DataFrame:
+    path, data, what = run.path, run.data, _ASV_FILE
     m = machines.setdefault(name, Machine(name))
-    info = _read_json(machine_dir / "machine.json", "asv's machine.json")
-    m.asv = {**(info if isinstance(info, dict) else {}), **params}
+    m.asv = run.info
+    if run.name not in m.asv_names:
+        m.asv_names.append(run.name)
     stamp = _num(data.get("date")) / 1000.0 if data.get("date") else 0.0
     when = datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M") if stamp else "?"
     m.asv_runs.append(f"{str(data.get('commit_hash', '?'))[:8]} {data.get('env_name', '?')} "

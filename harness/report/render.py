@@ -122,7 +122,8 @@ def build_sections(data: Loaded, baseline: str, peaks: list[Peak]) -> list[Secti
 
 def _system(data: Loaded) -> Section:
     s = Section("system", "System", "One card per machine: what the results were measured "
-                "on, from the harness's run.json and asv's machine.json.")
+                "on, from the harness's run.json and asv's machine.json (asv's machine "
+                "name adds the thread count; both records of one box share a card).")
     s.cards = [(m.name, card_rows(m)) for m in data.machines.values()]
     if not s.cards:
         s.empty = ("No results were given: pass verify output folders and/or an asv "
@@ -137,8 +138,12 @@ def card_rows(m: Machine) -> list[tuple[str, str]]:
         rows.append(("Cores", f"{c['cpu_count']} ({c.get('cpu_affinity', '?')} usable)"))
     elif a.get("num_cpu"):
         rows.append(("Cores", str(a["num_cpu"])))
+    if m.asv_names and (m.asv_names != [m.name] or a.get("threads")):
+        threads = f" ({a['threads']} CPU threads per framework)" if a.get("threads") else ""
+        rows.append(("asv machine", ", ".join(m.asv_names) + threads))
     rows.append(("GPU", ", ".join(c.get("gpus") or []) or
-                 ("none found by nvidia-smi" if c else "unknown (no run.json)")))
+                 ("none found by nvidia-smi" if c else str(a.get("gpu") or "")
+                  or "unknown (no run.json)")))
     if str(a.get("ram", "")).isdigit():
         rows.append(("Memory", f"{int(a['ram']) / 2**30:.1f} GiB"))
     rows.append(("OS", str(c.get("platform") or a.get("os") or "unknown")))
