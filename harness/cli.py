@@ -40,6 +40,7 @@ from harness.results import (
 from harness.system import system_info
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SELFTEST_TRIALS = 10
 
 
 class UsageError(Exception):
@@ -55,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     v = sub.add_parser("verify", help="check Y, dX and dW of every cell against the reference")
     _verify_args(v)
-    r = sub.add_parser("run", help="the main job: verify, quick asv benchmark and report, "
-                                   "into results/")
+    r = sub.add_parser("run", help="the main job: verify, selftest, quick asv benchmark and "
+                                   "report, into results/")
     r.add_argument("--config", help="YAML config (default: the embedded configs/default.yaml)")
     r.add_argument("--out", help="output folder (default: a new folder under results/)")
     r.add_argument("--no-bench", action="store_true",
@@ -85,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="peak GFLOP/s table (default: the embedded configs/peaks.yaml)")
     st = sub.add_parser("selftest", help="show what a pass is worth: planted bugs caught per "
                                          "dtype, and the reference against finite differences")
-    st.add_argument("--trials", type=int, default=10, metavar="N",
+    st.add_argument("--trials", type=int, default=SELFTEST_TRIALS, metavar="N",
                     help="independent seeds per planted bug and dtype (default: %(default)s)")
     st.add_argument("--config", help="YAML config whose small cases are checked by finite "
                                      "differences (default: the embedded default)")
@@ -191,14 +192,19 @@ def _out_dir(out: str | None, prefix: str) -> Path:
 
 
 def run_command(*, config: str | None, out: str | None, bench: bool) -> int:
-    """The main job: verify, then a quick asv benchmark, then the report of both.
+    """The main job: verify, the selftest, a quick asv benchmark, and the report of all.
 
-    A benchmark or report problem is reported and makes the exit code non-zero, but never
-    costs the correctness results, which are written first.
+    A selftest, benchmark or report problem is reported and makes the exit code non-zero,
+    but never costs the correctness results, which are written first.
     """
     code, out_dir = _verify(config=config, out=out, prefix="run")
     if code == EXIT_INTERRUPTED:
         return code
+    from harness import selftest
+
+    print("\n== selftest: what a pass is worth ==", flush=True)
+    cases = load(config, tuple(registry())).cases
+    code = max(code, selftest.run(cases, SELFTEST_TRIALS, out_dir))
     if bench:
         from harness.bench import BenchError, run_bench
 

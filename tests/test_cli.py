@@ -177,3 +177,16 @@ def test_console_entry_point_runs_as_module(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "12 passed, 0 failed, 36 skipped, 0 errors"
+
+
+def test_run_writes_correctness_selftest_and_report(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The main job without its benchmark step (tests/test_bench.py runs that one)."""
+    cfg = write(tmp_path, SQUARE_CFG)
+    code, out, _ = run(capsys, "run", "--no-bench", "--config", cfg, "--out",
+                       str(tmp_path / "o"))
+    assert code == 0
+    for name in ("verify.csv", "run.json", "selftest.csv", "selftest_fd.csv", "report.html",
+                 "report.md"):
+        assert (tmp_path / "o" / name).is_file(), name
+    assert f"report: {tmp_path / 'o' / 'report.html'}" in out
+    assert "missing transpose            10/10" in out
