@@ -7,6 +7,8 @@ output and asv results, one machine with two asv runs of which the newer must wi
 `partial` is correctness only, one machine, tensorflow missing, no asv results; `merged`
 has one box under verify's name (vm-cpu) and bench's asv name (vm-cpu-2t, recording
 host_machine vm-cpu), plus an asv machine from before host_machine was recorded.
+`full/verify-cpu` also holds selftest.csv and selftest_fd.csv, written by the real
+`harness.selftest` at 3 trials, as `matmul-harness run` leaves them beside verify's files.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,7 +35,8 @@ FIX = Path(__file__).parent / "fixtures" / "report"
 FULL_DIRS = [FIX / "full" / "verify-cpu", FIX / "full" / "verify-gpu"]
 ASV = FIX / "full" / "asv"
 FRAMEWORKS = ("numpy", "torch", "jax", "tensorflow")
-SECTIONS = ("system", "correctness", "timings", "speedup", "gflops", "peak", "accuracy")
+SECTIONS = ("system", "correctness", "selftest", "timings", "speedup", "gflops", "peak",
+            "accuracy")
 NEW_RUN = ASV / "ci-box-cpu" / "a1b2c3d4-existing-py_usr_local_bin_python3.11.json"
 
 
@@ -106,7 +110,8 @@ def test_full_report_has_every_section_in_order(full: tuple[str, str]) -> None:
     for name, body in sections(html).items():
         assert 'class="empty"' not in body, f"section {name} is empty with full inputs"
     assert [h[3:] for h in md.splitlines() if h.startswith("## ")] == [
-        "System", "Correctness matrix", "Timings per dtype", "Speedup over numpy",
+        "System", "Correctness matrix", "What a pass is worth", "Timings per dtype",
+        "Speedup over numpy",
         "GFLOP/s against size", "Fraction of peak", "Accuracy against speed"]
 
 
@@ -223,6 +228,136 @@ def test_newest_run_wins_on_the_identity_key() -> None:
     assert len(data.machines["ci-box-cpu"].asv_runs) == 2
 
 
+# --- what a pass is worth: the selftest ---------------------------------------------------
+
+SELFTEST = FIX / "full" / "verify-cpu"
+
+
+def html_rows(section: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(row header, [(css class, text)]) for every body row of the tables in `section`."""
+    out = []
+    for tr in re.findall(r"<tr(?: class=\"first\")?>(<td.*?)</tr>", section):
+        cells = re.findall(r'<td(?: class="([^"]*)")?[^>]*>(.*?)</td>', tr)
+        head = re.sub(r"<small>.*", "", cells[0][1])
+        out.append((head, [(css, re.sub(r"<[^>]+>", "", text)) for css, text in cells[1:]]))
+    return out
+
+
+def selftest_counts(path: Path) -> dict[tuple[str, str], str]:
+    with path.open(encoding="utf-8") as f:
+        return {(r["bug"], r["dtype"]): (f"{r['detected']}/{r['trials']}"
+                                         if r["applies"] == "True" else "n/a")
+                for r in csv.DictReader(f)}
+
+
+def test_selftest_section_shows_selftest_csv(full: tuple[str, str]) -> None:
+    html, md = full
+    expected = selftest_counts(SELFTEST / "selftest.csv")
+    dtypes = list(dict.fromkeys(dt for _, dt in expected))
+    section = sections(html)["selftest"]
+    assert re.findall(r"<th>([^<]+)</th>", section) == ["planted bug", *dtypes]
+    rows = html_rows(section)
+    assert [bug for bug, _ in rows] == list(dict.fromkeys(b for b, _ in expected))
+    for bug, cells in rows:
+        for dt, (css, text) in zip(dtypes, cells, strict=True):
+            assert text == expected[(bug, dt)], (bug, dt)
+            # 3 seeds, real checker: every bug caught, no false alarm, conjugation n/a.
+            assert css == ("skip" if text == "n/a" else "pass"), (bug, dt, css)
+    assert "12/12 gradients agree with the reference, worst relative error" in section
+    assert "per-element test (float16 and bfloat16 also by the bias test)" in section
+    assert "false-alarm rate" in section
+    assert '<a href="#selftest">What a pass is worth</a>' in html
+    nav = re.findall(r'<a href="#([a-z]+)">', html)
+    assert nav.index("selftest") == nav.index("correctness") + 1
+    # The Markdown twin: the same counts, and the finite-difference line.
+    tables = [rows for sec, _, rows in md_tables(md) if sec == "What a pass is worth"]
+    assert len(tables) == 1
+    parsed = {(r["planted bug"], dt): r[dt].removeprefix("✅ ")
+              for r in tables[0] for dt in dtypes}
+    assert parsed == expected
+    assert "12/12 gradients agree with the reference" in md.split("## What a pass")[1]
+
+
+def _planted(tmp_path: Path) -> Path:
+    """A verify folder whose selftest fell short in every way the report colours."""
+    from harness import selftest as st
+
+    nan = math.nan
+    results = [
+        st.Detection("none (control)", "float32", 10, 1, 0.9, nan, True),  # false alarm
+        st.Detection("none (control)", "bfloat16", 10, 0, 0.3, 1.0, True),
+        st.Detection("missing transpose", "float32", 10, 7, 5.0, nan, True),  # missed 3
+        st.Detection("missing transpose", "bfloat16", 10, 10, 5e4, 1e4, True),
+        st.Detection("scaling by 1+1e-3", "float32", 10, 10, 167.0, nan, True),
+        st.Detection("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),  # amber
+        st.Detection("missing conjugation", "float32", 0, 0, nan, nan, False),
+        st.Detection("missing conjugation", "bfloat16", 0, 0, nan, nan, False),
+    ]
+    fd = [st.FDResult("square", "float64", "dX", 2e-13, True, 128),
+          st.FDResult("square", "float64", "dW", 0.5, False, 128)]
+    d = tmp_path / "run"
+    shutil.copytree(FIX / "partial" / "verify-cpu", d)
+    st.write(results, fd, d)  # the selftest's own writer: the loader must read its format
+    return d
+
+
+def test_selftest_colours_shortfalls_and_markdown(tmp_path: Path) -> None:
+    d = _planted(tmp_path)
+    with chdir(tmp_path):
+        html, md = build_report([d], tmp_path / "out")
+    section = sections(html.read_text(encoding="utf-8"))["selftest"]
+    assert re.findall(r"<th>([^<]+)</th>", section) == ["planted bug", "bfloat16", "float32"]
+    cells = {bug: dict(zip(("bfloat16", "float32"), c, strict=True))
+             for bug, c in html_rows(section)}
+    assert cells["none (control)"] == {"float32": ("fail", "1/10"),
+                                       "bfloat16": ("pass", "0/10")}
+    assert cells["missing transpose"] == {"float32": ("fail", "7/10"),
+                                          "bfloat16": ("pass", "10/10")}
+    # 1e-3 is below one ulp of bfloat16: not required there, so a partial catch is amber.
+    assert cells["scaling by 1+1e-3"] == {"float32": ("pass", "10/10"),
+                                          "bfloat16": ("partial", "4/10")}
+    assert cells["missing conjugation"] == {"float32": ("skip", "n/a"),
+                                            "bfloat16": ("skip", "n/a")}
+    assert "false alarm: the correct float32 result was flagged 1/10 times" in section
+    assert "missing transpose in float32 caught only 7/10 times" in section
+    assert "1/2 gradients agree" in section
+    assert "reference dW of square (float64) differs from finite differences" in section
+    text = md.read_text(encoding="utf-8")
+    rows = next(rows for sec, _, rows in md_tables(text) if sec == "What a pass is worth")
+    got = {r["planted bug"]: (r["float32"], r["bfloat16"]) for r in rows}
+    assert got == {"none (control)": ("❌ 1/10", "✅ 0/10"),
+                   "missing transpose": ("❌ 7/10", "✅ 10/10"),
+                   "scaling by 1+1e-3": ("✅ 10/10", "🟡 4/10"),
+                   "missing conjugation": ("n/a", "n/a")}
+    assert "- false alarm: the correct float32 result was flagged 1/10 times" in text
+
+
+def test_folders_with_the_same_selftest_share_one_table(tmp_path: Path) -> None:
+    planted = _planted(tmp_path)
+    twin = tmp_path / "twin"
+    shutil.copytree(SELFTEST, twin)
+    with chdir(tmp_path):
+        html, _ = build_report([SELFTEST, twin, planted], tmp_path / "out")
+    s = sections(html.read_text(encoding="utf-8"))["selftest"]
+    assert re.findall(r"<h3>([^<]+)</h3>", s) == ["ci-box-cpu", "laptop-cpu"]
+    assert s.count("<table") == 2
+    assert f"{twin / 'selftest.csv'} (ci-box-cpu)" in s  # the twin joins the first table
+    assert "laptop-cpu: missing transpose in float32 caught only 7/10" in s
+
+
+def test_a_selftest_only_folder_is_a_result_folder(tmp_path: Path) -> None:
+    d = tmp_path / "results" / "selftest-1"
+    d.mkdir(parents=True)
+    for name in ("selftest.csv", "selftest_fd.csv"):
+        shutil.copy(SELFTEST / name, d / name)
+    with chdir(tmp_path):
+        assert main(["report", "--out", "rep"]) == 0
+    s = sections((tmp_path / "rep" / "report.html").read_text(encoding="utf-8"))
+    assert "<table" in s["selftest"] and "selftest-1" in s["selftest"]
+    assert 'class="empty"' in s["correctness"]  # no verify.csv: no correctness results
+    assert 'class="empty"' in s["system"]  # and no system card made up for it
+
+
 # --- one machine under verify's and asv's names --------------------------------------------
 
 MERGED = FIX / "merged"
@@ -258,8 +393,6 @@ def test_one_system_card_per_box_with_asv_threads(tmp_path: Path) -> None:
 
 
 def test_a_box_benchmarked_at_several_thread_counts_keeps_them_apart(tmp_path: Path) -> None:
-    import shutil
-
     asv = tmp_path / "asv"
     shutil.copytree(MERGED / "asv", asv)
     one = asv / "vm-cpu-1t"
@@ -297,6 +430,10 @@ def test_partial_report_explains_every_missing_part(partial: tuple[str, str]) ->
     text = re.sub(r"<[^>]+>", " ", html)
     assert all(fw in text for fw in FRAMEWORKS)
     assert md.count("> No asv timings were found") == 5
+    # No selftest files in the folder: explained, with the command that makes them.
+    assert 'class="empty"' in s["selftest"] and "<table" not in s["selftest"]
+    assert "matmul-harness selftest --out DIR" in s["selftest"]
+    assert "> No selftest results" in md
     rows = next(rows for sec, _, rows in md_tables(md) if sec == "Correctness matrix")
     assert list(dict.fromkeys(r["framework:device"] for r in rows)) == [
         "numpy:cpu", "torch:cpu", "jax:cpu"]
@@ -347,13 +484,11 @@ def test_cli_report_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_cli_report_finds_verify_folders_under_results(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
     shutil.copytree(FIX / "partial" / "verify-cpu", tmp_path / "results" / "run-1")
     with chdir(tmp_path):
         code = main(["report", "--out", "rep"])
     assert code == 0
-    assert "1 verify output folder(s) found" in capsys.readouterr().out
+    assert "1 result folder(s) (verify or selftest output) found" in capsys.readouterr().out
     assert "laptop-cpu" in (tmp_path / "rep" / "report.md").read_text()
 
 
@@ -382,6 +517,19 @@ def _bad(tmp_path: Path, kind: str) -> tuple[list[str], str]:
         return [good, "--asv-results", str(tmp_path / "asv")], "abc-env.json"
     if kind == "missing asv path":
         return [good, "--asv-results", str(tmp_path / "none")], "none"
+    if kind.endswith(("selftest.csv", "selftest_fd.csv")):
+        d = tmp_path / "v"
+        shutil.copytree(FIX / "full" / "verify-cpu", d)
+        name = kind.split()[-1]
+        text = (d / name).read_text()
+        if kind.startswith("foreign"):
+            text = "bug,dtype,caught\nx,float32,1\n"
+        elif name == "selftest.csv":  # more detections than trials
+            text = text.replace(",True,3,3,1,True,", ",True,3,4,1,True,", 1)
+        else:
+            text = text.replace(",True,", ",yes,", 1)
+        (d / name).write_text(text)
+        return [str(d)], name
     if kind == "bad peaks":
         p = tmp_path / "peaks.yaml"
         p.write_text("devices:\n  - {name: x, match: x, device: tpu, peaks: {float32: 1}}\n")
@@ -391,7 +539,8 @@ def _bad(tmp_path: Path, kind: str) -> tuple[list[str], str]:
 
 @pytest.mark.parametrize("kind", ["missing dir", "foreign csv", "corrupt run.json",
                                   "foreign asv file", "corrupt asv file", "missing asv path",
-                                  "bad peaks"])
+                                  "bad peaks", "foreign selftest.csv", "corrupt selftest.csv",
+                                  "corrupt selftest_fd.csv"])
 def test_cli_report_bad_input_is_exit_2_with_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
     argv, name = _bad(tmp_path, kind)

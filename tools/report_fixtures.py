@@ -4,9 +4,12 @@ verify.csv is written with the harness's own writer (harness.results.write_csv) 
 run.json with the keys `matmul-harness verify` writes; asv results follow asv 0.6's
 results format (results/<machine>/<commit8>-<env>.json with `result_columns`,
 results/<machine>/machine.json, results/benchmarks.json). Timings come from a simple
-roofline model with seeded noise, so the same call writes the same bytes.
+roofline model with seeded noise, so the same call writes the same bytes. selftest.csv and
+selftest_fd.csv are not synthetic: the real `harness.selftest` code runs at few trials
+(about a second) and writes them with its own writer.
 
     python tools/report_fixtures.py            # rewrites tests/fixtures/report/
+    python tools/report_fixtures.py selftest   # rewrites only the selftest files
 """
 
 from __future__ import annotations
@@ -226,9 +229,31 @@ def write_fixtures(root: Path) -> None:
               annotate={"host_machine": "vm-cpu", "threads": "2", "gpu": "none"})
     write_asv(merged / "asv", "old-box-4t", commit="0ddba11c0ffee000", date_ms=1763500000000,
               devices=("cpu",), seed=5, extras=False, cores=4, **small)
+    write_selftest(root)
+
+
+SELFTEST_TRIALS = 3
+
+
+def write_selftest(root: Path) -> None:
+    """`full/verify-cpu` as `matmul-harness run` leaves it: the selftest beside verify's
+    files, at SELFTEST_TRIALS seeds, finite differences on the fixture's own cases."""
+    from harness import selftest
+    from harness.cases import Case
+
+    cases = tuple(Case(name, _dims(xs), _dims(ws)) for name, xs, ws, _ in CASES)
+    selftest.write(selftest.sensitivity(SELFTEST_TRIALS), selftest.fd_cases(cases),
+                   root / "full" / "verify-cpu")
+
+
+def _dims(shape: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in shape.split("x"))
 
 
 if __name__ == "__main__":
     target = ROOT / "tests" / "fixtures" / "report"
-    write_fixtures(target)
+    if sys.argv[1:] == ["selftest"]:
+        write_selftest(target)
+    else:
+        write_fixtures(target)
     print(f"wrote {target}")

@@ -1,9 +1,11 @@
-"""Comparison reports: verify.csv + run.json + asv results -> report.html and report.md.
+"""Comparison reports: verify.csv + run.json + selftest.csv + asv results -> report.html
+and report.md.
 
-load.py reads every input into one long-form table; analysis.py computes what is shown;
-tables.py and figures.py present it; render.py writes both files through the Jinja2
-templates in templates/. Importing `harness` or `harness.cli` does not import this package
-(it pulls in pandas and matplotlib): the CLI imports it when `report` runs.
+load.py reads every input into one long-form table (load_selftest.py the selftest's files
+beside verify's); analysis.py computes what is shown; tables.py and figures.py present it;
+render.py writes both files through the Jinja2 templates in templates/. Importing `harness`
+or `harness.cli` does not import this package (it pulls in pandas and matplotlib): the CLI
+imports it when `report` runs.
 """
 
 from __future__ import annotations

@@ -6,14 +6,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.report.load import RUN_FILE, VERIFY_FILE, ReportInputError, default_asv_results
+from harness.report.load_selftest import SELFTEST_FILE
 from harness.report.render import build_report
 
 
 def discover(root: Path) -> list[Path]:
-    """Verify output folders directly under `root` (results/run-*, results/verify-*...)."""
+    """Result folders directly under `root`: verify's (results/run-*, results/verify-*...)
+    and the selftest's when it ran alone (results/selftest-*)."""
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / VERIFY_FILE).is_file())
+    return sorted(p for p in root.iterdir()
+                  if (p / VERIFY_FILE).is_file() or (p / SELFTEST_FILE).is_file())
 
 
 def report_command(result_dirs: Sequence[str], out: str, *, baseline: str = "numpy",
@@ -22,7 +25,8 @@ def report_command(result_dirs: Sequence[str], out: str, *, baseline: str = "num
     if not dirs:
         root = default_asv_results()
         dirs = discover(root)
-        print(f"report: {len(dirs)} verify output folder(s) found under {root}")
+        print(f"report: {len(dirs)} result folder(s) (verify or selftest output) found "
+              f"under {root}")
     for d in dirs:
         if not d.is_dir():
             raise ReportInputError(f"{d}: no such folder; expected a verify output folder "

@@ -1,5 +1,8 @@
 """Reading results into one long-form table: verify.csv + run.json and asv's results JSON.
 
+The selftest's files beside verify.csv (selftest.csv, selftest_fd.csv) are no measurements
+of a framework: load_selftest.py reads them into their own records (`Loaded.selftests`).
+
 Every measurement becomes one row of the same columns (`COLUMNS`), whatever file it came
 from, and runs merge with one `drop_duplicates` on an explicit identity key (`IDENTITY`,
 newest run kept), as benchopt does. Anything that is not what it should be raises
@@ -18,12 +21,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from harness.results import COLUMNS as VERIFY_COLUMNS
 from harness.results import ResultsFileError, read_csv
+
+if TYPE_CHECKING:
+    from harness.report.load_selftest import Selftest
 
 # One row per measurement. For correctness rows `case` is the verify case and `quantity`
 # Y/dX/dW; for asv rows `case` is the shape id ("MxKxN") and `quantity` the pass.
@@ -81,6 +87,7 @@ class Loaded:
     machines: dict[str, Machine]
     notes: list[str]  # what was looked at and found missing, for the report's header
     asv_source: str  # where asv results were looked for
+    selftests: list[Selftest] = field(default_factory=list)  # per folder that has one
 
 
 # --- shapes and FLOPs --------------------------------------------------------------------
@@ -141,7 +148,8 @@ def read_verify(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     csv_path, run_path = folder / VERIFY_FILE, folder / RUN_FILE
     if not csv_path.is_file():
         raise ReportInputError(
-            f"{csv_path}: missing; expected the {VERIFY_FILE} of `matmul-harness verify`"
+            f"{csv_path}: missing; expected the {VERIFY_FILE} of `matmul-harness verify` "
+            "(or the selftest.csv of `matmul-harness selftest`)"
         )
     # The harness's own reader: the same header and value checks as everywhere else.
     df = pd.DataFrame([dataclasses.astuple(r) for r in read_csv(csv_path)],
@@ -385,19 +393,32 @@ def _combinations(bench: str, entry: dict[str, Any], meta: dict[str, Any], machi
 
 
 def load(result_dirs: Sequence[Path], asv_results: Path | None) -> Loaded:
-    """All inputs as one table, newest run kept per identity key."""
+    """All inputs as one table, newest run kept per identity key; the selftest's files of
+    every folder that has them (a folder may hold only those) beside it."""
+    # Imported here: load_selftest imports ReportInputError from this module.
+    from harness.report.load_selftest import read_selftest
+
     machines: dict[str, Machine] = {}
     notes: list[str] = []
     frames: list[pd.DataFrame] = []
-    for folder in result_dirs:
-        rows, run = read_verify(Path(folder))
-        name = str(rows["machine"].iloc[0]) if len(rows) else Path(folder).name
+    selftests: list[Selftest] = []
+    for folder in map(Path, result_dirs):
+        if folder.is_dir() and not (folder / VERIFY_FILE).is_file():
+            only = read_selftest(folder, folder.name)  # `selftest --out DIR` alone
+            if only is not None:
+                selftests.append(only)
+                continue
+        rows, run = read_verify(folder)
+        name = str(rows["machine"].iloc[0]) if len(rows) else folder.name
         m = machines.setdefault(name, Machine(name))
         if _stamp(run.get("started")) >= _stamp(m.run.get("started")) or not m.card:
             m.card = dict(run.get("system") or {})
             m.run = {k: v for k, v in run.items() if k != "system"}
         m.sources.append(str(folder))
         frames.append(rows)
+        st = read_selftest(folder, name)
+        if st is not None:
+            selftests.append(st)
     if not result_dirs:
         notes.append("no verify output folders given: no correctness results")
     explicit = asv_results is not None
@@ -416,4 +437,4 @@ def load(result_dirs: Sequence[Path], asv_results: Path | None) -> Loaded:
              .reset_index(drop=True))
     for c in ("value", "q25", "q75", "ratio", "max_abs_err", "flops", "stamp"):
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
-    return Loaded(table, machines, notes, str(asv_path))
+    return Loaded(table, machines, notes, str(asv_path), selftests)

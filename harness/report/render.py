@@ -20,6 +20,7 @@ from harness.report import analysis as an
 from harness.report import figures as fg
 from harness.report import tables as tb
 from harness.report.load import Loaded, Machine, load
+from harness.report.load_selftest import SELFTEST_FILE, Selftest
 from harness.report.peaks import ENTRY_KEYS, Peak, load_peaks
 from harness.results import atomic_write
 
@@ -49,8 +50,10 @@ def build_report(result_dirs: Sequence[Path], out_dir: Path, *, baseline: str = 
                  peaks: Path | None = None) -> tuple[Path, Path]:
     """Write out_dir/report.html and out_dir/report.md; return their paths.
 
-    result_dirs: verify output folders (verify.csv, run.json). asv_results: asv's results
-    folder or one result file (default: asv.conf.json's results_dir, else results/).
+    result_dirs: verify output folders (verify.csv, run.json, and selftest.csv and
+    selftest_fd.csv where the selftest ran into them) or selftest-only folders.
+    asv_results: asv's results folder or one result file (default: asv.conf.json's
+    results_dir, else results/).
     peaks: the peak table (default: configs/peaks.yaml). Raises ReportInputError for a
     missing folder or a corrupt or foreign file; missing data only empties a section.
     """
@@ -112,6 +115,7 @@ def build_sections(data: Loaded, baseline: str, peaks: list[Peak]) -> list[Secti
     return [
         _system(data),
         _correctness(data, corr, machines),
+        _selftest(data),
         _timing_section(t, no_timings),
         _speedup(t, baseline, machines, no_timings),
         _gflops(t, no_timings),
@@ -231,6 +235,49 @@ def _correctness(data: Loaded, corr: pd.DataFrame, machines: list[str]) -> Secti
     if notes:
         s.lists.append(("Precision notes", notes))
     s.notes += _missing_frameworks(data)
+    return s
+
+
+def _selftest(data: Loaded) -> Section:
+    """The checker's sensitivity, from the selftest files of the result folders: one table
+    per distinct result (the selftest does not depend on the machine, so folders with the
+    same counts share one)."""
+    s = Section("selftest", "What a pass is worth",
+                "How sensitive the checker behind the matrix above is: matmul-harness "
+                "selftest plants bugs that real frameworks have shipped, each computed "
+                "exactly and rounded to the dtype, and counts the seeds on which that "
+                "checker reports fail. Green: caught every time (the control: never "
+                "flagged); red: a required catch missed, or a false alarm; amber: caught "
+                "only sometimes where the dtype cannot resolve the error; grey: the bug "
+                "cannot occur in that dtype. Hover a cell for the median error ratio.")
+    if not data.selftests:
+        s.empty = ("No selftest results: none of the result folders has a selftest.csv. "
+                   "Run `matmul-harness selftest --out DIR` into a verify output folder "
+                   "(`matmul-harness run` does this itself), then build the report again.")
+        return s
+    same: dict[object, list[Selftest]] = {}
+    for st in data.selftests:
+        key = (None if st.detections is None else
+               tuple((d.bug, d.dtype, d.label, tb.detection_status(d)) for d in st.detections),
+               None if st.fd is None else (tb.fd_summary(st.fd), *tb.fd_disagreements(st.fd)))
+        same.setdefault(key, []).append(st)
+    for group in same.values():
+        st = group[0]
+        who = ", ".join(dict.fromkeys(g.machine for g in group))
+        title = who if len(same) > 1 else ""
+        prefix = f"{who}: " if len(same) > 1 else ""
+        fd_line = (tb.fd_summary(st.fd) if st.fd is not None else
+                   "No selftest_fd.csv: the reference was not checked against finite "
+                   "differences.")
+        source = "Source: " + "; ".join(
+            f"{Path(g.folder) / SELFTEST_FILE} ({g.machine})" for g in group) + "."
+        if st.detections is None:
+            s.notes.append(f"{prefix}no selftest.csv, only selftest_fd.csv. {fd_line}")
+        else:
+            s.items.append(tb.selftest_table(st.detections, title))
+            s.tables[-1].foot = [fd_line, source]
+            s.notes += [prefix + line for line in tb.selftest_shortfalls(st.detections)]
+        s.notes += [prefix + line for line in tb.fd_disagreements(st.fd or [])]
     return s
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness.dtypes import DTYPES
 from harness.report import analysis as an
+from harness.report.load_selftest import CONTROL, Detection, FDCheck
 
 TIMES = "\u00d7"  # the multiplication sign of "2.5x" speedups and "x54" counts
 MD_STATUS = {"pass": "✅", "fail": "❌", "skip": "⏭️", "error": "💥"}
@@ -39,6 +41,7 @@ class Table:
     md_columns: list[str] | None = None
     details: bool = False  # Markdown: fold it in <details> (long tables)
     title: str = ""  # a heading above it (the machine, when there are several)
+    foot: list[str] = field(default_factory=list)  # lines of text below it
 
 
 # --- numbers ---------------------------------------------------------------------------
@@ -179,6 +182,106 @@ def precision_notes(table: pd.DataFrame) -> list[str]:
                   sort=False).size()
     return [f"{m} {an.label(fw, dev, mode)} {dt} {TIMES}{n}: {note}"
             for (m, fw, dev, mode, dt, note), n in g.items()]
+
+
+# --- what a pass is worth (the selftest) -------------------------------------------------
+
+LOW_PRECISION = ("float16", "bfloat16")  # the dtypes the selftest also runs the bias test in
+MD_DETECTION = {"pass": "✅ ", "fail": "❌ ", "partial": "🟡 "}
+
+
+def selftest_table(detections: Sequence[Detection], title: str = "") -> Table:
+    """Rows planted bug, columns dtype; each cell detected/trials or n/a."""
+    dts = an.ordered((d.dtype for d in detections), tuple(DTYPES))
+    by = {(d.bug, d.dtype): d for d in detections}
+    rows: list[list[Cell]] = []
+    for bug in dict.fromkeys(d.bug for d in detections):
+        first = next(d for d in detections if d.bug == bug)
+        row = [Cell(bug, css="rowhead", sub=f"{first.quantity} of {first.case}", md=bug,
+                    title=first.description)]
+        row += [_detection_cell(by[(bug, dt)]) if (bug, dt) in by
+                else Cell("", css="none", title="not run", md="") for dt in dts]
+        if rows and rows[-1][0].text == CONTROL:  # a rule between control and the bugs
+            for c in row:
+                c.first = True
+        rows.append(row)
+    trials = sorted({d.trials for d in detections if d.applies}) or [0]
+    seeds = (f"{trials[0]} seeds each" if len(trials) == 1
+             else f"between {trials[0]} and {trials[-1]} seeds each")
+    return Table(
+        title=title,
+        caption=f"Planted bugs caught out of {seeds}, by the per-element test "
+                "(float16 and bfloat16 also by the bias test); the control row, the correct "
+                "result rounded, is the false-alarm rate.",
+        columns=["planted bug", *dts], rows=rows)
+
+
+def detection_status(d: Detection) -> str:
+    """pass: caught every time (the control: never flagged); fail: a required detection
+    missed, or a false alarm; partial: caught sometimes where it is not required; even:
+    never caught where it is not required; skip: the bug cannot occur in the dtype."""
+    if not d.applies:
+        return "skip"
+    if d.control:
+        return "fail" if d.detected else "pass"
+    if d.detected == d.trials:
+        return "pass"
+    if d.required:
+        return "fail"
+    return "partial" if d.detected else "even"
+
+
+def _detection_cell(d: Detection) -> Cell:
+    status = detection_status(d)
+    if status == "skip":
+        return Cell("n/a", css="skip", md="n/a",
+                    title=f"{d.bug} cannot occur in {d.dtype}")
+    why = {
+        "pass": "never flagged: no false alarm" if d.control else "caught every time",
+        "fail": (f"false alarm: the correct result flagged {d.detected} times" if d.control
+                 else f"missed {d.trials - d.detected} times; required every time"),
+        "partial": "caught sometimes; not required in this dtype",
+        "even": "never caught; not required in this dtype",
+    }[status]
+    stats = [f"median max |err|/bound {sig(d.median_ratio)}"
+             if math.isfinite(d.median_ratio) else "caught on the shape"]
+    if d.dtype in LOW_PRECISION and math.isfinite(d.median_bias_z):
+        stats.append(f"median bias |β|/σ {sig(d.median_bias_z)}")
+    return Cell(d.label, css=status, md=MD_DETECTION.get(status, "") + d.label,
+                title=f"{d.bug} in {d.dtype}: {why} ({'; '.join(stats)})")
+
+
+def selftest_shortfalls(detections: Sequence[Detection]) -> list[str]:
+    """A required detection below every time, or any false alarm (as `selftest` prints)."""
+    out = []
+    for d in detections:
+        if detection_status(d) != "fail":
+            continue
+        if d.control:
+            out.append(f"false alarm: the correct {d.dtype} result was flagged "
+                       f"{d.detected}/{d.trials} times")
+        else:
+            out.append(f"{d.bug} in {d.dtype} caught only {d.detected}/{d.trials} times; "
+                       "the checker must catch it every time")
+    return out
+
+
+def fd_summary(fd: Sequence[FDCheck]) -> str:
+    """One line: how many reference gradients agree with finite differences."""
+    if not fd:
+        return ("Central finite differences: no case of the config was small enough to "
+                "check the reference against.")
+    ok = sum(f.passed for f in fd)
+    dts = ", ".join(dict.fromkeys(f.dtype for f in fd))
+    worst = max(f.max_rel_err for f in fd)
+    return (f"Central finite differences ({dts}) on the config's small cases: "
+            f"{ok}/{len(fd)} gradients agree with the reference, worst relative error "
+            f"{sig(worst, 2)}.")
+
+
+def fd_disagreements(fd: Sequence[FDCheck]) -> list[str]:
+    return [f"reference {f.quantity} of {f.case} ({f.dtype}) differs from finite "
+            f"differences by {sig(f.max_rel_err, 3)} (relative)" for f in fd if not f.passed]
 
 
 # --- timings -----------------------------------------------------------------------------
@@ -343,9 +446,10 @@ def markdown(table: Table) -> str:
              "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
     body = "\n".join(lines)
+    foot = "".join(f"\n\n{line}" for line in table.foot)
     if table.details:
-        return f"<details><summary>{table.caption}</summary>\n\n{body}\n\n</details>"
-    return f"{table.caption}\n\n{body}"
+        return f"<details><summary>{table.caption}</summary>\n\n{body}\n\n</details>{foot}"
+    return f"{table.caption}\n\n{body}{foot}"
 
 
 def markdown_all(tables: Sequence[Table]) -> str:
