@@ -153,7 +153,7 @@ def sensitivity(trials: int = 10) -> list[Detection]:
 
 def required(bug: Bug, dtype: str) -> bool:
     """Whether the issue's bar says `bug` must be caught in `dtype` (every time)."""
-    if bug.name == "none (control)":
+    if bug.name == BUGS[0].name:  # the control
         return False
     if bug.structural:
         return True
@@ -168,7 +168,7 @@ def verdict(results: list[Detection]) -> list[str]:
     for r in results:
         if not r.applies:
             continue
-        if r.bug == "none (control)" and r.detected:
+        if r.bug == CONTROL and r.detected:
             problems.append(f"false alarm: the correct {r.dtype} result flagged "
                             f"{r.detected}/{r.trials} times")
         elif required(by_name[r.bug], r.dtype) and r.detected < r.trials:
@@ -185,6 +185,17 @@ class FDResult:
     passed: bool
     evaluations: int
 
+
+# The files `write` produces; the report reads them by these names and headers.
+SELFTEST_FILE, SELFTEST_FD_FILE = "selftest.csv", "selftest_fd.csv"
+DETECTION_COLUMNS: tuple[str, ...] = (
+    "bug", "description", "quantity", "case", "dtype", "applies", "trials", "detected",
+    "detection_rate", "required", "median_ratio", "median_bias_z",
+)
+FD_COLUMNS: tuple[str, ...] = (
+    "case", "dtype", "quantity", "max_rel_err", "passed", "evaluations",
+)
+CONTROL = BUGS[0].name  # the correct result, rounded: its detections are false alarms
 
 FD_MAX_ELEMENTS = 400  # finite differences cost two loss evaluations per input element
 FD_TOLERANCE = 1e-9
@@ -249,22 +260,21 @@ def write(results: list[Detection], fd: list[FDResult], out_dir: Path) -> None:
     by_name = {b.name: b for b in BUGS}
     det = io.StringIO()
     w = csv.writer(det, lineterminator="\n")
-    w.writerow(["bug", "description", "quantity", "case", "dtype", "applies", "trials",
-                "detected", "detection_rate", "required", "median_ratio", "median_bias_z"])
+    w.writerow(DETECTION_COLUMNS)
     for r in results:
         b = by_name[r.bug]
         rate = r.detected / r.trials if r.trials else float("nan")
         w.writerow([r.bug, b.what, b.quantity, b.case.label, r.dtype, r.applies, r.trials,
                     r.detected, f"{rate:.3g}", required(b, r.dtype), f"{r.median_ratio:.4g}",
                     f"{r.median_bias_z:.4g}"])
-    atomic_write(out_dir / "selftest.csv", det.getvalue())
+    atomic_write(out_dir / SELFTEST_FILE, det.getvalue())
     fdt = io.StringIO()
     w = csv.writer(fdt, lineterminator="\n")
-    w.writerow(["case", "dtype", "quantity", "max_rel_err", "passed", "evaluations"])
+    w.writerow(FD_COLUMNS)
     for f in fd:
         w.writerow([f.case, f.dtype, f.quantity, f"{f.max_rel_err:.3g}", f.passed,
                     f.evaluations])
-    atomic_write(out_dir / "selftest_fd.csv", fdt.getvalue())
+    atomic_write(out_dir / SELFTEST_FD_FILE, fdt.getvalue())
 
 
 def run(cases: tuple[Case, ...], trials: int, out_dir: Path) -> int:
@@ -285,5 +295,5 @@ def run(cases: tuple[Case, ...], trials: int, out_dir: Path) -> int:
         f"by {f.max_rel_err:.3g}" for f in bad_fd]
     for line in problems:
         print(f"PROBLEM {line}")
-    print(f"results: {out_dir / 'selftest.csv'}")
+    print(f"results: {out_dir / SELFTEST_FILE}")
     return 1 if problems else 0

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.report.load import RUN_FILE, VERIFY_FILE, ReportInputError, default_asv_results
-from harness.report.load_selftest import SELFTEST_FILE
 from harness.report.render import build_report
+from harness.selftest import SELFTEST_FILE
 
 
 def discover(root: Path) -> list[Path]:

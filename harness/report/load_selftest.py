@@ -6,8 +6,8 @@ report's section then says how to make them. A file that is there is read strict
 verify.csv is: a foreign header, a short line or a value of the wrong kind raises
 `ReportInputError` naming the file, the line and what was expected.
 
-The columns are those `harness.selftest.write` writes; tests/test_report.py reads files
-written by that function, so the two cannot drift apart unnoticed.
+The file names and headers are `harness.selftest`'s own (imported from there), and
+tests/test_report.py reads files written by `harness.selftest.write`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from harness.report.load import ReportInputError
-
-SELFTEST_FILE, SELFTEST_FD_FILE = "selftest.csv", "selftest_fd.csv"
-DETECTION_COLUMNS: tuple[str, ...] = (
-    "bug", "description", "quantity", "case", "dtype", "applies", "trials", "detected",
-    "detection_rate", "required", "median_ratio", "median_bias_z",
+from harness.selftest import (  # the writer's own names and headers
+    CONTROL,
+    DETECTION_COLUMNS,
+    FD_COLUMNS,
+    SELFTEST_FD_FILE,
+    SELFTEST_FILE,
 )
-FD_COLUMNS: tuple[str, ...] = (
-    "case", "dtype", "quantity", "max_rel_err", "passed", "evaluations",
-)
-CONTROL = "none (control)"  # the correct result, rounded: its detections are false alarms
 
 
 @dataclass(frozen=True)

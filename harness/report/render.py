@@ -20,9 +20,10 @@ from harness.report import analysis as an
 from harness.report import figures as fg
 from harness.report import tables as tb
 from harness.report.load import Loaded, Machine, load
-from harness.report.load_selftest import SELFTEST_FILE, Selftest
+from harness.report.load_selftest import Selftest
 from harness.report.peaks import ENTRY_KEYS, Peak, load_peaks
 from harness.results import atomic_write
+from harness.selftest import SELFTEST_FILE
 
 
 @dataclass

@@ -15,7 +15,8 @@ import pandas as pd
 
 from harness.dtypes import DTYPES
 from harness.report import analysis as an
-from harness.report.load_selftest import CONTROL, Detection, FDCheck
+from harness.report.load_selftest import Detection, FDCheck
+from harness.selftest import CONTROL
 
 TIMES = "\u00d7"  # the multiplication sign of "2.5x" speedups and "x54" counts
 MD_STATUS = {"pass": "✅", "fail": "❌", "skip": "⏭️", "error": "💥"}
