@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ class _Worker:
     log: Path
     deadline: float
     version: str = ""
+    flags: str = ""  # the framework's precision settings, process-wide
     started: bool = False
 
 
@@ -178,7 +179,7 @@ class Runner:
     def _handle(self, w: _Worker, msg: dict[str, Any], active: list[_Worker]) -> None:
         w.deadline = time.monotonic() + self.cell_timeout
         if msg["event"] == "hello":
-            w.version, w.started = msg["version"], True
+            w.version, w.flags, w.started = msg["version"], msg["flags"], True
             return
         if msg["event"] == "fatal":
             self._fail_all(w.framework, w.adapter, w.pending, msg["reason"], w.version)
@@ -198,7 +199,7 @@ class Runner:
         else:
             rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
                                 msg["precision"])
-        self._emit(rows, w.framework)
+        self._emit([replace(r, precision_flags=w.flags) for r in rows], w.framework)
         if not w.pending:
             self._stop(w)
             active.remove(w)

@@ -41,6 +41,7 @@ class Row:
     nominal_bits: int = 0  # the dtype's mantissa bits (24 for float32)
     bias: float = float("nan")  # β = Re Σ(got - ref)·conj(ref) / Σ|ref|²
     note: str = ""  # flags: precision below the recorded mode, known divergences
+    precision_flags: str = ""  # the framework settings behind `precision` (TF32 switches...)
 
 
     @property

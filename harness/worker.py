@@ -4,7 +4,7 @@ It is the only place a framework is imported during `verify`. The orchestrator s
 with multiprocessing's *spawn* method (a fresh interpreter: no inherited CUDA or XLA state,
 and a crash here cannot corrupt the orchestrator) and reads messages from a pipe:
 
-    {"event": "hello", "version": str}
+    {"event": "hello", "version": str, "flags": str}  # flags: the precision settings
     {"event": "cell", "index": int, "status": "ok" | "skip" | "error",
      "reason": str, "precision": str, "outputs": {"Y": ndarray, "dX": ..., "dW": ...,
      "dY": ..., "d2W": ...}, "errors": {quantity: reason}}
@@ -74,7 +74,7 @@ def main(
     except Exception as exc:  # a broken install must not look like a crash of ours
         conn.send({"event": "fatal", "reason": f"{framework} failed to start: {describe(exc)}"})
         return
-    conn.send({"event": "hello", "version": version})
+    conn.send({"event": "hello", "version": version, "flags": adapter.precision_flags()})
     device_reasons: dict[str, str | None] = {}
     for task in tasks:
         if task.device not in device_reasons:

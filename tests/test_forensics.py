@@ -127,15 +127,21 @@ def test_tensorflow_eigen_bfloat16_truncation_is_a_known_divergence(  # type: ig
 
 def test_precision_modes_are_an_axis(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     need("torch")
+    need("jax")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("frameworks: [torch]\ndevices: [cpu]\ndtypes: [float32]\n"
+    cfg.write_text("frameworks: [torch, jax]\ndevices: [cpu]\ndtypes: [float32]\n"
                    "precision: [pinned, default]\ncases: [{name: a, x: [5, 7], w: [7, 3]}]\n")
     assert main(["verify", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "torch:cpu " in out and "torch:cpu:default " in out
     rows = list(csv.DictReader((tmp_path / "o" / "verify.csv").open()))
     assert {r["precision_mode"] for r in rows} == {"pinned", "default"}
-    assert {r["precision"] for r in rows} == {"ieee"}  # torch's CPU default is full float32
+    assert {r["precision"] for r in rows} == {"ieee"}  # both compute full float32 on a CPU
+    flags = {(r["framework"], r["precision_mode"]): r["precision_flags"] for r in rows}
+    # what each framework was set to, as it says itself: pinned forces, default leaves
+    assert "jax_default_matmul_precision=highest" in flags[("jax", "pinned")]
+    assert "jax_default_matmul_precision=default" in flags[("jax", "default")]
+    assert "cuda.matmul.allow_tf32=0" in flags[("torch", "pinned")]
 
 
 def test_unknown_precision_mode_exits_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -84,6 +84,11 @@ class Adapter:
         """The float32 matmul mode in force: "ieee", "tf32", "bf16" or "bf16x3"."""
         raise NotImplementedError("The 'precision' method must be implemented.")
 
+    def precision_flags(self) -> str:
+        """The framework's own settings behind `precision`, as `name=value` pairs (TF32
+        switches, matmul precision, reduced-precision reductions); "" where it has none."""
+        return ""
+
     def to_device(self, a: np.ndarray, device: str) -> Any:
         raise NotImplementedError("The 'to_device' method must be implemented.")
 

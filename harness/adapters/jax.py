@@ -106,6 +106,10 @@ class JaxAdapter(Adapter):
         mode = str(self.jax.config.jax_default_matmul_precision or "default").lower()
         return {"highest": "ieee", "float32": "ieee", "high": "bf16x3"}.get(mode, "tf32")
 
+    def precision_flags(self) -> str:
+        mode = self.jax.config.jax_default_matmul_precision or "default"
+        return f"jax_default_matmul_precision={mode} jax_enable_x64=1"
+
     def to_device(self, a: np.ndarray, device: str) -> Any:
         return self.jax.device_put(a, self._device(device))
 

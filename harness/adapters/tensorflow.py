@@ -69,6 +69,11 @@ class TensorFlowAdapter(Adapter):
             return "tf32"
         return "ieee"
 
+    def precision_flags(self) -> str:
+        tf32 = self.tf.config.experimental.tensor_float_32_execution_enabled()
+        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
+        return f"tensor_float_32_execution={int(tf32)} TF_ENABLE_ONEDNN_OPTS={onednn}"
+
     def to_device(self, a: np.ndarray, device: str) -> Any:
         with self.tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
             return self.tf.identity(self.tf.constant(a))

@@ -62,6 +62,15 @@ class TorchAdapter(Adapter):
             return "tf32"
         return {"highest": "ieee", "high": "tf32", "medium": "bf16"}.get(mode, mode)
 
+    def precision_flags(self) -> str:
+        m = self.torch.backends.cuda.matmul
+        return (f"float32_matmul_precision={self.torch.get_float32_matmul_precision()} "
+                f"cuda.matmul.allow_tf32={int(m.allow_tf32)} "
+                f"allow_fp16_reduced_precision_reduction="
+                f"{int(m.allow_fp16_reduced_precision_reduction)} "
+                f"allow_bf16_reduced_precision_reduction="
+                f"{int(m.allow_bf16_reduced_precision_reduction)}")
+
     def to_device(self, a: np.ndarray, device: str) -> Any:
         torch = self.torch
         dev = "cuda" if device == "gpu" else "cpu"
