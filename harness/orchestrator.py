@@ -1,7 +1,7 @@
 """Plans the cells of a run, runs each framework in its own worker, checks what comes back.
 
 The orchestrator imports no framework. Each framework's cells go to a worker process
-(`harness.worker`, started with *spawn*); results stream back over a pipe and are checked
+(`python -m harness.worker`, a fresh interpreter); results stream back over a pipe and are checked
 here against the float64 reference, so a worker that crashes, hangs or raises loses only
 the cell it was on: that cell becomes `error` with the cause, and a fresh worker takes the
 framework's remaining cells. Other frameworks' results are never touched.
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import multiprocessing
+import os
+import pickle
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -92,7 +95,6 @@ class Runner:
             runnable = self._static(name, mode, mine)
             if runnable:
                 queue.append(runnable)
-        ctx = multiprocessing.get_context("spawn")
         active: list[_Worker] = []
         # The orchestrator's own products (references) are small and run beside the
         # workers: one BLAS thread here leaves the cores to the frameworks under test.
@@ -100,7 +102,7 @@ class Runner:
         try:
             while queue or active:
                 while queue and len(active) < max(1, self.jobs):
-                    active.append(self._start(ctx, *queue.popleft()))
+                    active.append(self._start(*queue.popleft()))
                 self._step(active, queue)
                 if time.monotonic() > self._end:
                     self._expire(active, queue)
@@ -143,22 +145,30 @@ class Runner:
                 todo.append((Task(i, cell.case, cell.dtype, cell.device), cell))
         return (name, mode, adapter, todo) if todo else None
 
-    def _start(self, ctx: Any, name: str, mode: str, adapter: type[Adapter],
+    def _start(self, name: str, mode: str, adapter: type[Adapter],
                todo: list[tuple[Task, Cell]]) -> _Worker:
-        log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=self._logdir)[1])
-        recv, send = ctx.Pipe(duplex=False)
-        tasks = [t for t, _ in todo]
-        proc = ctx.Process(
-            target=worker.main,
-            args=(name, target_of(adapter), mode == "pinned", tasks, self.config.seed, send,
-                  str(log)),
-            name=f"harness-{name}",
-            daemon=True,
-        )
-        proc.start()
-        send.close()  # the child holds the only write end: EOF means it is gone
+        fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=self._logdir)
+        log = Path(log_name)
+        job = worker.Job(name, target_of(adapter), mode == "pinned", [t for t, _ in todo],
+                         self.config.seed, list(sys.path))
+        recv, send = os.pipe()
+        try:
+            # stdout and stderr go to the log from the first instruction, so even a crash
+            # while starting the interpreter or importing a framework leaves its words there
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.worker", str(send)],
+                stdin=subprocess.PIPE, stdout=fd, stderr=fd, pass_fds=(send,),
+            )
+        finally:
+            os.close(send)  # the child holds the only write end: EOF means it is gone
+            os.close(fd)
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died at once: EOF will say so
+            proc.stdin.write(pickle.dumps(job))
+            proc.stdin.close()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.cell_timeout
-        return _Worker(name, mode, adapter, deque(todo), proc, recv, log, deadline)
+        conn = Connection(recv, writable=False)
+        return _Worker(name, mode, adapter, deque(todo), proc, conn, log, deadline)
 
     def _step(self, active: list[_Worker], queue: deque[_Queued]) -> None:
         nearest = min(min(w.deadline for w in active), self._end)
@@ -241,8 +251,9 @@ class Runner:
             self._fail_all(name, adapter, deque(todo), why, "")
 
     def _death_cause(self, w: _Worker) -> str:
-        w.process.join(timeout=10)
-        code = w.process.exitcode
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            w.process.wait(timeout=10)
+        code = w.process.returncode
         if code is None:
             cause = "worker closed its pipe without exiting"
         elif code < 0:
@@ -257,10 +268,11 @@ class Runner:
 
     def _stop(self, w: _Worker) -> None:
         w.conn.close()
-        w.process.join(timeout=5)
-        if w.process.is_alive():
+        try:
+            w.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             w.process.kill()
-            w.process.join(timeout=5)
+            w.process.wait(timeout=5)
 
 
 def verify(

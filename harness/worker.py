@@ -1,8 +1,10 @@
 """The worker process: runs one framework's cells and streams raw results back.
 
 It is the only place a framework is imported during `verify`. The orchestrator starts it
-with multiprocessing's *spawn* method (a fresh interpreter: no inherited CUDA or XLA state,
-and a crash here cannot corrupt the orchestrator) and reads messages from a pipe:
+as `python -m harness.worker FD`: a fresh interpreter (no inherited CUDA or XLA state; a
+crash here cannot corrupt the orchestrator; the caller's `__main__` is never re-imported,
+as multiprocessing's spawn would), stdout and stderr going to a log file from its first
+instruction, the job (a pickled `Job`) on stdin, and messages back on the pipe FD:
 
     {"event": "hello", "version": str, "flags": str}  # flags: the precision settings
     {"event": "cell", "index": int, "status": "ok" | "skip" | "error",
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import pickle
 import signal
 import sys
 from dataclasses import dataclass
@@ -42,6 +45,16 @@ ENV_DEFAULTS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class Job:
+    framework: str
+    target: str  # the adapter's module:Class (plugins need no registry here)
+    pin_precision: bool
+    tasks: list[Task]
+    seed: int
+    sys_path: list[str]  # the orchestrator's, so plugin modules import here too
+
+
+@dataclass(frozen=True)
 class Task:
     index: int  # position in the orchestrator's plan
     case: Case
@@ -49,17 +62,10 @@ class Task:
     device: str
 
 
-def main(
-    framework: str,
-    target: str,
-    pin_precision: bool,
-    tasks: list[Task],
-    seed: int,
-    conn: Connection,
-    log_path: str,
-) -> None:
-    """Entry point in the child process; `target` is the adapter's `module:Class`."""
-    _redirect_output(log_path)
+def serve(job: Job, conn: Connection) -> None:
+    """Run `job`'s cells, sending one message per cell on `conn`."""
+    framework, target, pin_precision = job.framework, job.target, job.pin_precision
+    tasks, seed = job.tasks, job.seed
     # A fatal signal (segfault in a framework) leaves a Python traceback in the log, which
     # the orchestrator quotes in the cell's error.
     faulthandler.enable()
@@ -99,15 +105,13 @@ def main(
     conn.close()
 
 
-def _redirect_output(log_path: str) -> None:
-    """Send this process's stdout/stderr (the frameworks' too) to a log file.
+def main() -> None:
+    """`python -m harness.worker FD`: the job on stdin, messages on the pipe FD."""
+    conn = Connection(int(sys.argv[1]), readable=False)
+    job: Job = pickle.loads(sys.stdin.buffer.read())
+    sys.path[:0] = [p for p in job.sys_path if p not in sys.path]
+    serve(job, conn)
 
-    The orchestrator quotes its last lines when the worker dies, and keeps its own
-    terminal for the matrix.
-    """
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+
+if __name__ == "__main__":
+    main()

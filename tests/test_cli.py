@@ -190,3 +190,18 @@ def test_run_writes_correctness_selftest_and_report(tmp_path: Path, capsys) -> N
         assert (tmp_path / "o" / name).is_file(), name
     assert f"report: {tmp_path / 'o' / 'report.html'}" in out
     assert "missing transpose            10/10" in out
+
+
+def test_a_script_without_a_main_guard_can_run_verify(tmp_path: Path) -> None:
+    """Workers are fresh interpreters that never re-import the caller's __main__ (as
+    multiprocessing's spawn would, failing every worker of an unguarded script)."""
+    cfg = write(tmp_path, SQUARE_CFG)
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys\nfrom harness.cli import main\n"
+        f"sys.exit(main(['verify', '--config', {cfg!r}, '--out', {str(tmp_path / 'o')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "12 passed, 0 failed, 36 skipped, 0 errors"
