@@ -27,7 +27,8 @@ import pytest
 
 from harness.cli import main
 from harness.report import ReportInputError, build_report
-from harness.report.load import flops, load
+from harness.report.load import load
+from harness.report.load_asv import flops
 from harness.report.peaks import default_path, find, load_peaks, validate
 from tests.conftest import chdir
 
@@ -343,6 +344,68 @@ def test_folders_with_the_same_selftest_share_one_table(tmp_path: Path) -> None:
     assert s.count("<table") == 2
     assert f"{twin / 'selftest.csv'} (ci-box-cpu)" in s  # the twin joins the first table
     assert "laptop-cpu: missing transpose in float32 caught only 7/10" in s
+
+
+def banner(html: str) -> tuple[str, str]:
+    """(css class, text) of the header's verdict line."""
+    m = re.search(r'<div class="(verdict[^"]*)">([^<]*)</div>', html)
+    assert m, "no verdict in the header"
+    return m.group(1), m.group(2)
+
+
+def test_a_selftest_shortfall_turns_the_header_red(tmp_path: Path) -> None:
+    # Every verify check passes: only the selftest (missed, false alarm, FD) is short.
+    d = _planted(tmp_path)
+    with chdir(tmp_path):
+        html, md = build_report([d], tmp_path / "out")
+    css, text = banner(html.read_text(encoding="utf-8"))
+    assert css == "verdict bad"
+    assert text == ("every compared output and gradient is within its bound; the selftest "
+                    "fell short: 1 required planted bug not always caught, 1 false alarm on "
+                    "the control row, 1 reference gradient off finite differences")
+    assert md.read_text(encoding="utf-8").startswith(f"# matmul-harness report\n\n**❌ {text}**")
+
+
+@pytest.mark.parametrize("short", ["none", "missed", "false alarm", "finite differences"])
+def test_each_selftest_shortfall_alone_fails_the_header(tmp_path: Path, short: str) -> None:
+    from harness import selftest as st
+
+    nan = math.nan
+    results = [
+        st.Detection("none (control)", "float32", 10, int(short == "false alarm"), 0.3, nan,
+                     True),
+        st.Detection("missing transpose", "float32", 10, 7 if short == "missed" else 10, 5.0,
+                     nan, True),
+        # Not required in bfloat16 (below one ulp): a partial catch is amber, not a shortfall.
+        st.Detection("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),
+    ]
+    fd = [st.FDResult("square", "float64", "dW", 0.5 if short == "finite differences" else
+                      1e-13, short != "finite differences", 128)]
+    d = tmp_path / "run"
+    shutil.copytree(FIX / "partial" / "verify-cpu", d)
+    st.write(results, fd, d)
+    with chdir(tmp_path):
+        html, md = build_report([d], tmp_path / "out")
+    css, text = banner(html.read_text(encoding="utf-8"))
+    head = md.read_text(encoding="utf-8").splitlines()[2]
+    if short == "none":
+        assert css == "verdict" and "fell short" not in text and head.startswith("**✅ ")
+        return
+    expected = {"missed": "1 required planted bug not always caught",
+                "false alarm": "1 false alarm on the control row",
+                "finite differences": "1 reference gradient off finite differences"}[short]
+    assert css == "verdict bad" and head.startswith("**❌ ")
+    assert text.endswith(f"; the selftest fell short: {expected}"), text
+
+
+def test_twin_selftests_count_once_in_the_header(tmp_path: Path) -> None:
+    planted = _planted(tmp_path)
+    twin = tmp_path / "twin"
+    shutil.copytree(planted, twin)
+    with chdir(tmp_path):
+        html, _ = build_report([planted, twin], tmp_path / "out")
+    _, text = banner(html.read_text(encoding="utf-8"))
+    assert "1 required planted bug not always caught, 1 false alarm" in text
 
 
 def test_a_selftest_only_folder_is_a_result_folder(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from harness.dtypes import DEVICES, DTYPES
-from harness.report.load import PASS_FACTOR, Machine, shape_dims
+from harness.report.load_asv import PASS_FACTOR, shape_dims
 from harness.report.peaks import Peak, find
+from harness.report.schema import Machine
 
 FRAMEWORK_ORDER: tuple[str, ...] = ("numpy", "torch", "jax", "tensorflow")
 # Forward output, reverse-mode gradients, forward-mode (jvp) output, the adjoint identity

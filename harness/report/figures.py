@@ -73,36 +73,12 @@ def heatmap(corr: pd.DataFrame, machine: str = "") -> Figure:
     errors black, skips grey. Rows where everything skipped are left out (the section
     lists them)."""
     dts = an.dtypes(corr)
-    skipped = {lab for lab, _ in all_skipped(corr)}
-    by = corr.set_index(["framework", "device", "mode", "dtype", "quantity"])
-    rows: list[tuple[str, str, str, str]] = []
-    starts: list[int] = []
-    for fw, dev, mode in groups(corr):
-        if an.label(fw, dev, mode) in skipped:
-            continue
-        g = corr[(corr["framework"] == fw) & (corr["device"] == dev) & (corr["mode"] == mode)]
-        starts.append(len(rows))
-        rows += [(fw, dev, mode, q) for q in an.ordered(g["quantity"].astype(str),
-                                                         an.QUANTITIES)]
+    rows, starts = _heatmap_rows(corr)
     norm = Normalize(vmin=-4, vmax=0, clip=True)
-    rgba = np.ones((len(rows), len(dts), 4))
+    rgba, texts = _heatmap_cells(corr, rows, dts, norm)
     fig = MplFigure(figsize=(0.95 * len(dts) + 3.2, 0.24 * len(rows) + 1.5),
                     layout="constrained")
     ax = fig.add_subplot()
-    texts: list[tuple[int, int, str, str]] = []
-    for i, (fw, dev, mode, q) in enumerate(rows):
-        for j, dt in enumerate(dts):
-            status, ratio = "", math.nan
-            if (fw, dev, mode, dt, q) in by.index:
-                r = by.loc[(fw, dev, mode, dt, q)]
-                status, ratio = str(r["status"]), float(r["worst_ratio"])
-            if status == "pass" and math.isfinite(ratio):
-                rgba[i, j] = PASS_CMAP(norm(math.log10(max(ratio, 1e-6))))
-            else:
-                rgba[i, j] = to_rgba(STATUS_COLORS.get(status, "#ffffff"))
-            text = (sig(ratio, 2) if status in ("pass", "fail") and math.isfinite(ratio)
-                    else {"skip": "skip", "error": "err"}.get(status, ""))
-            texts.append((i, j, text, status))
     ax.imshow(rgba, aspect="auto", interpolation="nearest")
     for i, j, text, status in texts:
         ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
@@ -120,18 +96,60 @@ def heatmap(corr: pd.DataFrame, machine: str = "") -> Figure:
     ax.tick_params(which="minor", length=0)
     for i in starts[1:]:
         ax.axhline(i - 0.5, color="#444444", linewidth=1.4)
+    _heatmap_legend(fig, ax, norm, len(rows))
+    where = f"{machine}: " if machine else ""
+    fig.suptitle(f"{where}worst error ratio (fraction of the allowed error)", fontsize=10)
+    return Figure(f"Correctness heatmap{' of ' + machine if machine else ''}", _png(fig),
+                  "heatmap of the worst error ratio per framework, device, quantity, dtype")
+
+
+def _heatmap_rows(corr: pd.DataFrame) -> tuple[list[tuple[str, str, str, str]], list[int]]:
+    """(framework, device, mode, quantity) per row, and the rows that start a group."""
+    skipped = {lab for lab, _ in all_skipped(corr)}
+    rows: list[tuple[str, str, str, str]] = []
+    starts: list[int] = []
+    for fw, dev, mode in groups(corr):
+        if an.label(fw, dev, mode) in skipped:
+            continue
+        g = corr[(corr["framework"] == fw) & (corr["device"] == dev) & (corr["mode"] == mode)]
+        starts.append(len(rows))
+        rows += [(fw, dev, mode, q) for q in an.ordered(g["quantity"].astype(str),
+                                                         an.QUANTITIES)]
+    return rows, starts
+
+
+def _heatmap_cells(corr: pd.DataFrame, rows: list[tuple[str, str, str, str]], dts: list[str],
+                   norm: Normalize) -> tuple[np.ndarray, list[tuple[int, int, str, str]]]:
+    """The colour of every cell, and (row, column, text, status) of its label."""
+    by = corr.set_index(["framework", "device", "mode", "dtype", "quantity"])
+    rgba = np.ones((len(rows), len(dts), 4))
+    texts: list[tuple[int, int, str, str]] = []
+    for i, (fw, dev, mode, q) in enumerate(rows):
+        for j, dt in enumerate(dts):
+            status, ratio = "", math.nan
+            if (fw, dev, mode, dt, q) in by.index:
+                r = by.loc[(fw, dev, mode, dt, q)]
+                status, ratio = str(r["status"]), float(r["worst_ratio"])
+            if status == "pass" and math.isfinite(ratio):
+                rgba[i, j] = PASS_CMAP(norm(math.log10(max(ratio, 1e-6))))
+            else:
+                rgba[i, j] = to_rgba(STATUS_COLORS.get(status, "#ffffff"))
+            text = (sig(ratio, 2) if status in ("pass", "fail") and math.isfinite(ratio)
+                    else {"skip": "skip", "error": "err"}.get(status, ""))
+            texts.append((i, j, text, status))
+    return rgba, texts
+
+
+def _heatmap_legend(fig: MplFigure, ax: Axes, norm: Normalize, n_rows: int) -> None:
+    """The colour bar of passing ratios, and the legend of the other statuses."""
     bar = fig.colorbar(ScalarMappable(norm, PASS_CMAP), ax=ax, fraction=0.05, pad=0.02,
-                       ticks=[-4, -3, -2, -1, 0], shrink=min(1.0, 12 / max(1, len(rows))) ** 0.5)
+                       ticks=[-4, -3, -2, -1, 0], shrink=min(1.0, 12 / max(1, n_rows)) ** 0.5)
     bar.ax.set_yticklabels(["≤1e-4", "1e-3", "0.01", "0.1", "1 = bound"], fontsize=7)
     bar.ax.set_title("pass", fontsize=7)
     handles = [Patch(color=STATUS_COLORS[s], label=label) for s, label in
                (("fail", "fail (> 1)"), ("error", "error"), ("skip", "skip"))]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7.5,
                frameon=False)
-    where = f"{machine}: " if machine else ""
-    fig.suptitle(f"{where}worst error ratio (fraction of the allowed error)", fontsize=10)
-    return Figure(f"Correctness heatmap{' of ' + machine if machine else ''}", _png(fig),
-                  "heatmap of the worst error ratio per framework, device, quantity, dtype")
 
 
 def _plain_log(ax: Axes, axis: str = "y", base: float = 10) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from harness.report.load import ReportInputError
+from harness.report.schema import ReportInputError
 from harness.selftest import (  # the writer's own names and headers
     CONTROL,
     DETECTION_COLUMNS,

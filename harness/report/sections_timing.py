@@ -1,0 +1,120 @@
+"""The report's sections from asv's timings: times per dtype, speedups, GFLOP/s against
+size, fractions of peak, and accuracy against speed. Each says why it is empty when the
+timings (or what it needs beside them) are missing.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.report import analysis as an
+from harness.report import figures as fg
+from harness.report import tables_timing as tt
+from harness.report.peaks import ENTRY_KEYS, Peak
+from harness.report.schema import Machine
+from harness.report.sections import Section
+
+
+def timing_section(t: pd.DataFrame, no_timings: str) -> Section:
+    s = Section("timings", "Timings per dtype",
+                "asv's median time per shape and pass (rows) and framework (columns), with "
+                "GFLOP/s (2·M·K·N real operations per product, 8·M·K·N for complex; "
+                "backward is two products, forward_backward three) and the spread of the "
+                "samples (interquartile range / median).", empty=no_timings)
+    if not no_timings:
+        s.items = [*tt.timing_tables(t)]
+        hidden = len(t) - len(tt.measured(t))
+        if hidden:
+            s.notes.append(f"{hidden} parameter combinations that asv did not run here (not "
+                           "selected, or n/a such as a GPU cell without a GPU) are left out.")
+    return s
+
+
+def speedup_section(t: pd.DataFrame, baseline: str, machines: list[str],
+                    no_timings: str) -> Section:
+    s = Section("speedup", f"Speedup over {baseline}",
+                f"{baseline}'s median time divided by each framework's, for the same "
+                "machine, dtype, shape and pass; the geometric mean per framework and "
+                "device, per dtype and over all dtypes.", empty=no_timings)
+    if no_timings:
+        return s
+    sp = an.speedups(t, baseline)
+    if sp.empty:
+        present = ", ".join(an.frameworks(t[t["status"] == "pass"]))
+        s.empty = (f"No successful timings of the baseline {baseline!r}, so there is nothing "
+                   f"to compare against. Frameworks with timings: {present}. Choose one "
+                   "with --baseline.")
+        return s
+    geo = an.speedup_geomeans(sp)
+    ms = [m for m in machines if m in set(geo["machine"])]
+    for m in ms:
+        s.items += [tt.speedup_table(geo[geo["machine"] == m], baseline,
+                                     m if len(ms) > 1 else ""),
+                    fg.speedup_bars(geo, m, baseline, len(ms) > 1)]
+    return s
+
+
+def gflops_section(t: pd.DataFrame, no_timings: str) -> Section:
+    s = Section("gflops", "GFLOP/s against size",
+                "Achieved GFLOP/s per framework (colour) and pass (line style) against the "
+                "size of the product, (M·K·N)^(1/3), one panel per dtype.", empty=no_timings)
+    if no_timings:
+        return s
+    ok = t[t["status"] == "pass"]
+    pairs = list(ok[["machine", "device"]].drop_duplicates().itertuples(index=False))
+    multi = len(set(ok["machine"])) > 1
+    s.items = [fg.gflops_vs_size(t, p.machine, p.device, multi) for p in pairs]
+    return s
+
+
+def peak_section(t: pd.DataFrame, machines: dict[str, Machine], peaks: list[Peak],
+          order: list[str], no_timings: str) -> Section:
+    s = Section("peak", "Fraction of peak",
+                "The best GFLOP/s of each framework and dtype as a share of the device's "
+                "peak from the peak table (configs/peaks.yaml; --peaks for another). CPU "
+                "peaks are per core there, times the cores the run could use.",
+                empty=no_timings)
+    if no_timings:
+        return s
+    pk, notes = an.peak_fractions(t, machines, peaks)
+    s.notes = notes
+    if pk.empty:
+        s.empty = ("No device in these results has an entry in the peak table. Add one "
+                   f"per device model (keys: {', '.join(sorted(ENTRY_KEYS))}).")
+        return s
+    ms = [m for m in order if m in set(pk["machine"])]
+    s.lists = [("Peaks used", tt.peak_devices(pk))]
+    for m in ms:
+        s.items.append(tt.peak_table(pk[pk["machine"] == m], m if len(ms) > 1 else ""))
+        s.items += [fg.peak_bars(pk, m, dev, len(ms) > 1)
+                    for dev in an.devices(pk[pk["machine"] == m])]
+    return s
+
+
+def accuracy_section(table: pd.DataFrame, corr: pd.DataFrame, t: pd.DataFrame,
+              no_timings: str) -> Section:
+    s = Section("accuracy", "Accuracy against speed",
+                "One point per framework and dtype: the worst error ratio over every case "
+                "and quantity (lower is more accurate; asv's tracked ratio where there is no "
+                "verify result) against the median time at one reference shape (further "
+                "left is faster).")
+    track = an.track_ratios(table)
+    if corr.dropna(subset=["worst_ratio"]).empty and track.empty:
+        s.empty = ("No compared correctness results (every check was skipped or is "
+                   "missing) and no tracked error ratios from asv.")
+        return s
+    if no_timings:
+        s.empty = no_timings
+        return s
+    acc, note = an.accuracy_speed(corr, t, track)
+    if acc.empty:
+        s.empty = ("No framework, device and dtype has both an error ratio and a timing.")
+        return s
+    if note:
+        s.notes.append(note)
+    ms = list(dict.fromkeys(acc["machine"]))
+    for m in ms:
+        am = acc[acc["machine"] == m]
+        s.items += [fg.accuracy_scatter(am, m if len(ms) > 1 else ""),
+                    tt.accuracy_table(am, m if len(ms) > 1 else "")]
+    return s

@@ -1,0 +1,150 @@
+"""The timing tables: asv's times per dtype, speedups, fractions of peak, and accuracy
+against speed."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.report import analysis as an
+from harness.report.tables import TIMES, Cell, Table, fmt_flops, fmt_pct, fmt_time, sig
+
+
+def measured(t: pd.DataFrame) -> pd.DataFrame:
+    """The timing rows of every (benchmark, shape, pass) that asv ran for at least one
+    framework: asv records the combinations a run did not select (or that raised
+    NotImplementedError: no GPU, say) as n/a, and a table of nothing but n/a says nothing."""
+    key = ["machine", "device", "dtype", "benchmark", "shape", "pass_"]
+    ran = t.groupby(key)["status"].transform(lambda s: (s != "skip").any())
+    return t[ran.astype(bool)]
+
+
+def timing_tables(t: pd.DataFrame) -> list[Table]:
+    """Per machine x device x dtype: rows shape x pass, columns framework."""
+    out: list[Table] = []
+    t = measured(t)
+    multi_bench = len(an.timing_benchmarks(t)) > 1
+    machines = list(dict.fromkeys(t["machine"]))
+    for m in machines:
+        tm = t[t["machine"] == m]
+        for dev in an.devices(tm):
+            for dt in an.dtypes(tm[tm["device"] == dev]):
+                g = tm[(tm["device"] == dev) & (tm["dtype"] == dt)]
+                fws = an.frameworks(g)
+                by = {(r.benchmark, r.shape, r.pass_, r.framework): r
+                      for r in g.itertuples(index=False)}
+                order = {p: i for i, p in enumerate(an.passes(g))}
+                keys = (g.drop_duplicates(["benchmark", "shape", "pass_"])
+                        .assign(order=g["pass_"].map(order))
+                        .sort_values(["benchmark", "size", "shape", "order"]))
+                rows: list[list[Cell]] = []
+                for k in keys.itertuples(index=False):
+                    p = k.pass_
+                    label = f"{p} ({_bench_label(k.benchmark)})" if multi_bench else p
+                    row = [Cell(k.shape, css="rowhead"), Cell(label, css="rowhead")]
+                    row += [_timing_cell(by.get((k.benchmark, k.shape, p, fw))) for fw in fws]
+                    rows.append(row)
+                where = f"{m}, {dev}" if len(machines) > 1 else dev
+                out.append(Table(
+                    caption=f"{dt} on {where}: {len(rows)} shape and pass rows",
+                    columns=["shape (MxKxN)", "pass", *fws], rows=rows, details=True))
+    return out
+
+
+def _bench_label(name: str) -> str:
+    """"matmul.Square.time_matmul" -> "Square": the class names the shape set."""
+    parts = name.split(".")
+    return parts[-2] if len(parts) >= 2 else name
+
+
+def _timing_cell(r: object | None) -> Cell:
+    if r is None:
+        return Cell("", css="none", title="not measured", md="")
+    status = str(getattr(r, "status"))  # noqa: B009 (itertuples rows are not typed)
+    if status != "pass":
+        text = "failed" if status == "fail" else "n/a"
+        return Cell(text, css=status, title=str(getattr(r, "reason")), md=text)  # noqa: B009
+    time, gf, spread = (float(getattr(r, k)) for k in ("time", "gflops", "spread"))
+    sub = f"{fmt_flops(gf)} · IQR {fmt_pct(spread, 2)}"
+    return Cell(fmt_time(time), sub=sub, md=f"{fmt_time(time)} · {sub}")
+
+
+# --- speedup, peak, accuracy -------------------------------------------------------------
+
+
+def speedup_table(geo: pd.DataFrame, baseline: str, title: str = "") -> Table:
+    """One machine: rows framework:device, columns dtype and all dtypes."""
+    dts = an.dtypes(geo[geo["dtype"] != "all"])
+    rows: list[list[Cell]] = []
+    for fw in an.frameworks(geo):
+        for dev in an.devices(geo[geo["framework"] == fw]):
+            g = geo[(geo["framework"] == fw) & (geo["device"] == dev)].set_index("dtype")
+            row = [Cell(f"{fw}:{dev}", css="rowhead")]
+            for dt in [*dts, "all"]:
+                if dt not in g.index:
+                    row.append(Cell("", css="none", md=""))
+                    continue
+                v = float(g.loc[dt, "geomean"])
+                css = "faster" if v > 1.05 else "slower" if v < 1 / 1.05 else "even"
+                row.append(Cell(f"{sig(v)}{TIMES}", css=css,
+                                title=f"geometric mean of {int(g.loc[dt, 'n'])} timings "
+                                      f"vs {baseline} on {g.loc[dt, 'base_device']}"))
+            rows.append(row)
+    return Table(
+        title=title,
+        caption=f"Geometric-mean speedup over {baseline} (its time / this time, over shapes "
+                f"and passes; > 1 is faster). GPU rows compare with {baseline} on the CPU "
+                "when it has no GPU timings.",
+        columns=["framework:device", *dts, "all dtypes"], rows=rows)
+
+
+def peak_table(pk: pd.DataFrame, title: str = "") -> Table:
+    """One machine: rows framework:device, columns dtype."""
+    dts = an.dtypes(pk)
+    rows: list[list[Cell]] = []
+    for dev in an.devices(pk):
+        g = pk[pk["device"] == dev]
+        for fw in an.frameworks(g):
+            by = g[g["framework"] == fw].set_index("dtype")
+            row = [Cell(f"{fw}:{dev}", css="rowhead")]
+            for dt in dts:
+                if dt not in by.index:
+                    row.append(Cell("", css="none", md=""))
+                    continue
+                r = by.loc[dt]
+                sub = f"{fmt_flops(float(r['gflops']))} of {fmt_flops(float(r['peak']))}"
+                row.append(Cell(fmt_pct(float(r["fraction"])), sub=sub,
+                                md=f"{fmt_pct(float(r['fraction']))} ({sub})",
+                                title=f"best at {r['shape']} {r['pass_']}; peak from "
+                                      f"'{r['entry']}'"))
+            rows.append(row)
+    return Table(title=title,
+                 caption="Best GFLOP/s over shapes and passes as a fraction of the device's "
+                         "peak (configs/peaks.yaml)",
+                 columns=["framework:device", *dts], rows=rows)
+
+
+def peak_devices(pk: pd.DataFrame) -> list[str]:
+    seen = pk.drop_duplicates(["machine", "device"])
+    return [f"{r.machine} {r.device}: {r.model!r} matched '{r.entry}'"
+            + (f" {TIMES} {r.cores} cores" if r.cores else "") for r in seen.itertuples()]
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the report's order: framework, device, dtype as everywhere else."""
+    rank = {k: {v: i for i, v in enumerate(f(df))}
+            for k, f in (("framework", an.frameworks), ("device", an.devices),
+                         ("dtype", an.dtypes))}
+    return df.sort_values(["framework", "device", "dtype"],
+                          key=lambda col: col.map(rank[str(col.name)]))
+
+
+def accuracy_table(acc: pd.DataFrame, title: str = "") -> Table:
+    rows = [[Cell(f"{r.framework}:{r.device}", css="rowhead"), Cell(r.dtype),
+             Cell(sig(r.worst_ratio), css="fail" if r.worst_ratio > 1 else "pass"),
+             Cell(r.ratio_from), Cell(fmt_time(r.time))]
+            for r in _sorted(acc).itertuples()]
+    return Table(title=title,
+                 caption="Worst error ratio and median time at the reference shape",
+                 columns=["framework:device", "dtype", "worst ratio", "ratio from", "time"],
+                 rows=rows)
+
