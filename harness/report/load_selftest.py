@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from harness.report.schema import ReportInputError
-from harness.selftest import (  # the writer's own names and headers
+from harness.selftest import (  # the writer's own names, headers and records
     CONTROL,
     DETECTION_COLUMNS,
     FD_COLUMNS,
     SELFTEST_FD_FILE,
     SELFTEST_FILE,
+    FDResult,
 )
 
 
@@ -55,18 +56,6 @@ class Detection:
         return f"{self.detected}/{self.trials}" if self.applies else "n/a"
 
 
-@dataclass(frozen=True)
-class FDCheck:
-    """One row of selftest_fd.csv: a reference gradient against finite differences."""
-
-    case: str
-    dtype: str
-    quantity: str
-    max_rel_err: float
-    passed: bool
-    evaluations: int
-
-
 @dataclass
 class Selftest:
     """What one result folder holds of the selftest; None where a file is absent."""
@@ -74,7 +63,7 @@ class Selftest:
     folder: str
     machine: str
     detections: list[Detection] | None
-    fd: list[FDCheck] | None
+    fd: list[FDResult] | None
 
 
 def read_selftest(folder: Path, machine: str) -> Selftest | None:
@@ -174,15 +163,15 @@ def _detections(path: Path) -> list[Detection]:
     return out
 
 
-def _fd(path: Path) -> list[FDCheck]:
-    out: list[FDCheck] = []
+def _fd(path: Path) -> list[FDResult]:
+    out: list[FDResult] = []
     for lineno, r in _rows(path, FD_COLUMNS):
         v = functools.partial(_value, path, lineno, r)
         err = v("max_rel_err", _float, "a number")
         if math.isnan(err):
             raise ReportInputError(f"{path}: line {lineno}: max_rel_err 'nan'; expected a "
                                    "number")
-        out.append(FDCheck(r["case"], r["dtype"], r["quantity"], err,
+        out.append(FDResult(r["case"], r["dtype"], r["quantity"], err,
                            v("passed", _bool, "True or False"),
                            v("evaluations", _count, "a whole number >= 0")))
     return out  # no rows is fine: no case of the config was small enough

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from harness.dtypes import DTYPES
 from harness.report import analysis as an
-from harness.report.load_selftest import Detection, FDCheck, Selftest
+from harness.report.load_selftest import Detection, Selftest
 from harness.report.tables import Cell, Table, sig
-from harness.selftest import CONTROL
+from harness.selftest import CONTROL, FDResult
 
 LOW_PRECISION = ("float16", "bfloat16")  # the dtypes the selftest also runs the bias test in
 MD_DETECTION = {"pass": "✅ ", "fail": "❌ ", "partial": "🟡 "}
@@ -96,7 +96,7 @@ def selftest_shortfalls(detections: Sequence[Detection]) -> list[str]:
     return out
 
 
-def fd_summary(fd: Sequence[FDCheck]) -> str:
+def fd_summary(fd: Sequence[FDResult]) -> str:
     """One line: how many reference gradients agree with finite differences."""
     if not fd:
         return ("Central finite differences: no case of the config was small enough to "
@@ -109,7 +109,7 @@ def fd_summary(fd: Sequence[FDCheck]) -> str:
             f"{sig(worst, 2)}.")
 
 
-def fd_disagreements(fd: Sequence[FDCheck]) -> list[str]:
+def fd_disagreements(fd: Sequence[FDResult]) -> list[str]:
     return [f"reference {f.quantity} of {f.case} ({f.dtype}) differs from finite "
             f"differences by {sig(f.max_rel_err, 3)} (relative)" for f in fd if not f.passed]
 
