@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from harness import __version__, store
 from harness.adapters import RegistryError, load_target, registry
@@ -141,11 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
             return run_bench(quick=args.quick, config=args.config, extra_args=extra,
                              results_dir=Path(args.results_dir) if args.results_dir else None)
-        return verify_command(
+        return verify(
             config=args.config, frameworks=args.framework, devices=args.device,
             dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
-            junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout, timeout=args.timeout,
-        )
+            junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
+            timeout=args.timeout,
+        )[0]
     except (ConfigError, RegistryError, UsageError, ResultsFileError) as exc:
         print(f"matmul-harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -197,7 +197,7 @@ def run_command(*, config: str | None, out: str | None, bench: bool) -> int:
     A selftest, benchmark or report problem is reported and makes the exit code non-zero,
     but never costs the correctness results, which are written first.
     """
-    code, out_dir = _verify(config=config, out=out, prefix="run")
+    code, out_dir = verify(config=config, out=out, prefix="run")
     if code == EXIT_INTERRUPTED:
         return code
     from harness import selftest
@@ -227,12 +227,7 @@ def run_command(*, config: str | None, out: str | None, bench: bool) -> int:
     return code
 
 
-def verify_command(**kw: Any) -> int:
-    """`verify`; returns the exit code."""
-    return _verify(**kw)[0]
-
-
-def _verify(
+def verify(
     *,
     config: str | None = None,
     frameworks: Sequence[str] = (),
