@@ -38,8 +38,15 @@ def _fail(reason: str, err: float = NAN, ratio: float = NAN) -> Outcome:
     return Outcome("fail", reason, err, ratio)
 
 
-def statistics(got: np.ndarray, ref: np.ndarray, dtype: DType) -> tuple[float, float, float]:
+def statistics(
+    got: np.ndarray, ref: np.ndarray, dtype: DType, typical: np.ndarray | None = None
+) -> tuple[float, float, float]:
     """(effective bits, β, σ_β) of finite, same-shaped results.
+
+    Effective bits are -log2 of the relative RMS error, each element's magnitude floored
+    at `typical` (S/√K_eff: the size a sum of K_eff zero-mean products usually has), so an
+    element that merely cancels to near zero does not read as lost precision, while a
+    TF32 or bfloat16 downgrade does (its error scales with the products, not the sum).
 
     β is NUMERICS.md's aggregate bias statistic. Under round-to-nearest each element's
     relative rounding error is about uniform with variance u²/3 and independent, so
@@ -52,7 +59,8 @@ def statistics(got: np.ndarray, ref: np.ndarray, dtype: DType) -> tuple[float, f
         return NAN, NAN, NAN
     diff = got - ref
     err2 = float((np.abs(diff) ** 2).sum())
-    bits = float("inf") if err2 == 0.0 else -0.5 * float(np.log2(err2 / norm))
+    size2 = norm if typical is None else float((np.maximum(np.abs(ref), typical) ** 2).sum())
+    bits = float("inf") if err2 == 0.0 else -0.5 * float(np.log2(err2 / size2))
     beta = float(np.real(np.vdot(ref, diff))) / norm
     sigma = dtype.u_out / np.sqrt(3.0) * float(np.sqrt((ref2**2).sum())) / norm
     return bits, beta, sigma
@@ -86,7 +94,7 @@ def check(
         g, ref, scale = g[finite], ref[finite], scale[finite]
     if ref.size == 0:
         return Outcome("pass", "", 0.0, 0.0)
-    bits, beta, sigma = statistics(g, ref, dtype)
+    bits, beta, sigma = statistics(g, ref, dtype, scale / np.sqrt(max(params.k_eff, 1)))
     err = np.abs(g - ref)
     del g
     allowed = bound(ref, scale, dtype, params, precision)
