@@ -176,17 +176,19 @@ def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
     )
 
 
-def _out_dir(out: str | None, prefix: str) -> Path:
+def _out_dir(out: str | None, prefix: str, flag: str = "--out") -> Path:
+    """A writable output folder, made if missing (`--resume` folders must already exist)."""
     path = Path(out) if out else Path("results") / time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if flag == "--out":
+            path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
         raise UsageError(
-            f"--out {str(path)!r} is not a writable folder ({exc.strerror}); "
-            "choose another with --out"
+            f"{flag} {str(path)!r} is not a writable folder ({exc.strerror}); "
+            f"choose another with {flag}"
         ) from None
     return path
 
@@ -252,8 +254,9 @@ def verify(
                 "--resume DIR continues the run recorded in DIR with that run's own config; "
                 "drop --config/--framework/--device/--dtype/--precision/--out"
             )
-        out_dir = _out_dir(resume, prefix)
-        cfg = _select(store.load_config(out_dir, known), (), (), (), (), cell_timeout, timeout)
+        recorded = store.load_config(Path(resume), known)  # first: a typo makes no folder
+        out_dir = _out_dir(resume, prefix, "--resume")
+        cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
         kept = store.read_cells(out_dir)
         if not kept and (out_dir / store.FINAL_FILE).is_file():
             kept = group_cells(read_csv(out_dir / store.FINAL_FILE))

@@ -99,7 +99,7 @@ def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
         devices=_names(data, "devices", DEVICES, src),
         dtypes=_names(data, "dtypes", tuple(DTYPES), src),
         cases=_cases(data.get("cases"), src),
-        precision=_names({"precision": ["pinned"], **data}, "precision", PRECISION_MODES, src),
+        precision=_names(data, "precision", PRECISION_MODES, src, default=("pinned",)),
         seed=_seed(data.get("seed", 0), src),
         source=src,
         cell_timeout=seconds(data.get("cell_timeout", CELL_TIMEOUT_S), f"{src}: cell_timeout"),
@@ -121,10 +121,11 @@ def _did_you_mean(got: str, allowed: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _names(data: dict[str, Any], key: str, allowed: Sequence[str], src: str) -> tuple[str, ...]:
-    """A list of names drawn from `allowed`; a missing key means all of them."""
+def _names(data: dict[str, Any], key: str, allowed: Sequence[str], src: str,
+           default: Sequence[str] | None = None) -> tuple[str, ...]:
+    """A list of names drawn from `allowed`; a missing key means `default` (all of them)."""
     if key not in data:
-        return tuple(allowed)
+        return tuple(allowed if default is None else default)
     value = data[key]
     if isinstance(value, str):
         value = [value]

@@ -233,3 +233,10 @@ def test_corrupt_or_foreign_resume_folder_exits_2(tmp_path: Path, capsys, setup,
 def test_resume_refuses_a_new_config(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["verify", "--resume", str(tmp_path), "--dtype", "float32"]) == 2
     assert "--resume DIR continues the run recorded in DIR" in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_folder_creates_nothing(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "no-such-run"
+    assert main(["verify", "--resume", str(missing)]) == 2
+    assert f"--resume {missing}: no such folder" in capsys.readouterr().err
+    assert not missing.exists()
