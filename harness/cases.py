@@ -35,11 +35,6 @@ class Geometry:
     x_multiplicity: int  # how many Y batches each element of X feeds (broadcast count)
     w_multiplicity: int
 
-    @property
-    def flops(self) -> int:
-        """Real multiply-adds of the forward product, times two."""
-        return 2 * math.prod(self.batch) * self.m * self.k * self.n
-
 
 def geometry(x: Shape, w: Shape) -> Geometry:
     """Geometry of `X @ W`; ShapeError says why numpy would refuse the shapes."""

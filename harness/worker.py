@@ -64,8 +64,7 @@ class Task:
 
 def serve(job: Job, conn: Connection) -> None:
     """Run `job`'s cells, sending one message per cell on `conn`."""
-    framework, target, pin_precision = job.framework, job.target, job.pin_precision
-    tasks, seed = job.tasks, job.seed
+    framework, seed = job.framework, job.seed
     # A fatal signal (segfault in a framework) leaves a Python traceback in the log, which
     # the orchestrator quotes in the cell's error.
     faulthandler.enable()
@@ -75,14 +74,14 @@ def serve(job: Job, conn: Connection) -> None:
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     try:
-        adapter = load_target(target, framework)(pin_precision=pin_precision)
+        adapter = load_target(job.target, framework)(pin_precision=job.pin_precision)
         version = adapter.version()
     except Exception as exc:  # a broken install must not look like a crash of ours
         conn.send({"event": "fatal", "reason": f"{framework} failed to start: {describe(exc)}"})
         return
     conn.send({"event": "hello", "version": version, "flags": adapter.precision_flags()})
     device_reasons: dict[str, str | None] = {}
-    for task in tasks:
+    for task in job.tasks:
         if task.device not in device_reasons:
             device_reasons[task.device] = adapter.device_reason(task.device)
         reason = device_reasons[task.device]
