@@ -79,7 +79,7 @@ def framework_versions() -> dict[str, str]:
 
 
 def plugin_versions() -> dict[str, str]:
-    """Each plugin adapter with the distribution that provides it: `{"mlx": "harness-mlx 0.1.0"}`."""
+    """Each plugin adapter and the distribution providing it: `{"mlx": "harness-mlx 0.1.0"}`."""
     from harness.adapters import plugin_distributions
 
     return plugin_distributions()
