@@ -87,14 +87,18 @@ class TorchAdapter(Adapter):
             return np.asarray(t.float().numpy().astype(ml_dtypes.bfloat16))
         return np.asarray(t.numpy())
 
-    def forward(self, x: Any, w: Any) -> Any:
+    def product(self, x: Any, w: Any) -> Any:
+        """The product under test (`harness.testing.TorchFunction` puts a user's here)."""
         return self.torch.matmul(x, w)
+
+    def forward(self, x: Any, w: Any) -> Any:
+        return self.product(x, w)
 
     def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
         torch = self.torch
         x = x.detach().requires_grad_(True)
         w = w.detach().requires_grad_(True)
-        y = torch.matmul(x, w)
+        y = self.product(x, w)
 
         def backward(g: Any) -> tuple[Any, Any]:
             dx, dw = torch.autograd.grad(y, (x, w), grad_outputs=g, retain_graph=True)
