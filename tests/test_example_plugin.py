@@ -11,6 +11,7 @@ import csv
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_bench import cell_values, results_of
+from tests.test_repro import standalone
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +60,14 @@ def test_example_plugin_is_verified_through_its_entry_point(tmp_path: Path) -> N
     run = json.loads((tmp_path / "r" / "run.json").read_text(encoding="utf-8"))
     assert run["system"]["plugins"][name].startswith("harness-mlx ")
     assert run["system"]["framework_versions"][name] == importlib.metadata.version("mlx")
+    # and its own repro_snippet writes a standalone reproducer (bfloat16: the carrier path)
+    script = tmp_path / "repro_mlx.py"
+    out = _run(["repro", str(tmp_path / "r"), "--case", "broadcast_both", "--framework", name,
+                "--dtype", "bfloat16", "--out", str(script)], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = standalone(script, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "bit-identical" in out.stdout and re.search(r"^dW +[0-9.e-]+ ", out.stdout, re.M)
 
 
 def test_example_plugin_is_timed_through_asv(tmp_path: Path) -> None:
