@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness import bench, suite, system
@@ -103,3 +104,23 @@ def test_report_orders_and_styles_frameworks_by_the_registry(
               for f in ("numpy", "torch", "jax", "tensorflow", "fakeplugin")}
     assert len(styles) == 5  # the plugin gets a style of its own
     assert figures.color("numpy") == "#4c72b0" and figures.marker("tensorflow") == "D"
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_cells_time_and_judge_like_real_ones(
+    monkeypatch: pytest.MonkeyPatch, dtype: str,
+) -> None:
+    """What asv runs for a complex cell (numpy, in-process): the timed pass and the error
+    ratios that accuracy.Gradients tracks."""
+    from benchmarks import common
+
+    for cache in ("_adapters", "_cells", "_ratios"):  # this test's adapter stays its own
+        monkeypatch.setattr(common, cache, {})
+    monkeypatch.setenv(bench.SELECTION_ENV, "all")
+    monkeypatch.setenv(bench.THREADS_ENV, "1")
+    c = common.cell("time", "numpy", "cpu", dtype, "64x64x64", "forward_backward",
+                    calibrate=False)
+    assert c.x.dtype == np.dtype(dtype) and c.number == 1
+    c.call()
+    ratios = common.error_ratios("numpy", "cpu", dtype, "256x256x256")
+    assert set(ratios) == {"dX", "dW"} and all(0 <= r <= 1 for r in ratios.values())
