@@ -76,10 +76,12 @@ def find_cell(result_dir: Path, case: str, framework: str, dtype: str, device: s
     rows = tuple(r for r in all_rows if (r.framework, r.device, r.dtype, r.case)
                  == (framework, device, dtype, case) and r.precision_mode == "pinned")
     if not rows:
-        cells = sorted({f"{r.framework}/{r.device}/{r.dtype}/{r.case}" for r in all_rows})
+        # Reproducers pin full float32 precision, as verify's `pinned` mode does.
+        cells = sorted({f"{r.framework}/{r.device}/{r.dtype}/{r.case}" for r in all_rows
+                        if r.precision_mode == "pinned"})
         shown = ", ".join(cells[:8]) + (f" and {len(cells) - 8} more" if len(cells) > 8 else "")
-        raise ReproError(f"{csv_path}: no cell {framework}/{device}/{dtype}/{case}; "
-                         f"cells there: {shown}")
+        raise ReproError(f"{csv_path}: no cell {framework}/{device}/{dtype}/{case} in the "
+                         f"pinned precision mode; cells there: {shown or 'none'}")
     r = rows[0]
     shape = Case(case, _shape(r.x_shape), _shape(r.w_shape))
     run: dict[str, Any] = {}

@@ -109,7 +109,8 @@ def test_bad_repro_requests_are_one_line_errors(
                     "2", "ieee", "2"])
     assert main(["repro", str(tmp_path), "--case", "x", "--framework", "numpy",
                  "--dtype", "float32"]) == 2
-    assert "no cell numpy/cpu/float32/x; cells there: numpy/cpu/float32/sq" in \
+    assert ("no cell numpy/cpu/float32/x in the pinned precision mode; cells there: "
+            "numpy/cpu/float32/sq") in \
         capsys.readouterr().err
 
 
