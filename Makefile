@@ -12,17 +12,19 @@ install: $(STAMP)
 
 # Re-runs only when the requirements change (idempotent); the constraints file pins the
 # CPU builds this machine needs while pyproject.toml keeps ranges.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt examples/harness-mlx/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# the example plugin (MLX's CPU build), which the tests verify and time as any plugin
+	$(PY) -m pip install --quiet -c constraints.txt -e examples/harness-mlx
 	touch $(STAMP)
 
 run: install
 	$(VENV)/bin/matmul-harness run
 
 lint: install
-	$(VENV)/bin/ruff check harness tests benchmarks
+	$(VENV)/bin/ruff check harness tests benchmarks examples
 	$(VENV)/bin/mypy
 
 test: lint browser

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, matmul
-from harness import bench
+from harness import bench, suite
 
 SHAPES = ("512x512x512", "8x8x8")
 SAMPLES = 5  # per way and round
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for every framework (default: 1, the least noisy)")
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default: 15)")
-    p.add_argument("--framework", action="append", choices=bench.FRAMEWORKS,
+    p.add_argument("--framework", action="append", choices=suite.frameworks(),
                    help="only this framework (repeatable; default: all installed)")
     args = p.parse_args(argv)
     os.environ[bench.SELECTION_ENV] = "all"  # 8x8x8 is outside the suite's grid
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.adapters import load
 
     # torch before tensorflow: the reverse order can crash (Keras' conftest notes it)
-    names = [f for f in args.framework or bench.FRAMEWORKS if load(f).installed()]
+    names = [f for f in args.framework or suite.frameworks() if load(f).installed()]
     print(f"float32 forward on the CPU, {args.threads} thread(s), {args.rounds} interleaved "
           f"rounds of {SAMPLES} samples; medians per call")
     print(f"{'framework':11} {'shape':12} {'calls':>6} {'bare':>10} {'call':>10} {'asv':>10} "

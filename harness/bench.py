@@ -273,7 +273,9 @@ def summary(results: Path, machine: str, commit: str) -> str:
             if isinstance(r["seconds"], (int, float)) and r["seconds"] == r["seconds"]]
     if not rows:
         return f"bench: no timings saved under {results / machine}"
-    fws = [f for f in FRAMEWORKS if any(r["framework"] == f for r in rows)]
+    from harness.suite import frameworks  # plugins too, in registry order
+
+    fws = [f for f in frameworks() if any(r["framework"] == f for r in rows)]
     keys = sorted({(r["device"], r["shape"], r["dtype"], r["pass"]) for r in rows},
                   key=lambda k: (k[0], shapes.flops(k[1], "forward"), k[2],
                                  shapes.PASSES.index(k[3])))

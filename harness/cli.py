@@ -90,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", help="YAML config whose small cases are checked by finite "
                                      "differences (default: the embedded default)")
     st.add_argument("--out", help="output folder (default: a new folder under results/)")
+    rr = sub.add_parser("repro", help="write a standalone script (numpy and the framework "
+                                      "only) that reproduces one cell of a verify run")
+    rr.add_argument("result_dir", metavar="RESULT_DIR", help="a verify output folder")
+    rr.add_argument("--case", required=True, metavar="NAME", help="the cell's case")
+    rr.add_argument("--framework", required=True, metavar="F", help="the cell's framework")
+    rr.add_argument("--dtype", required=True, metavar="D", help="the cell's dtype")
+    rr.add_argument("--device", default="cpu", choices=DEVICES,
+                    help="the cell's device (default: %(default)s)")
+    rr.add_argument("--out", metavar="FILE",
+                    help="where the script goes (default: RESULT_DIR/repro_<cell>.py)")
     return p
 
 
@@ -134,6 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"--trials must be at least 1; received {args.trials}")
             cfg = load(args.config, tuple(registry()))
             return selftest.run(cfg.cases, args.trials, _out_dir(args.out, "selftest"))
+        if args.command == "repro":
+            from harness.repro import write
+
+            path = write(Path(args.result_dir), args.case, args.framework, args.dtype,
+                         args.device, Path(args.out) if args.out else None)
+            print(f"repro: {path}\nrun it anywhere numpy and {args.framework} are "
+                  f"installed: python {path}")
+            return EXIT_OK
         if args.command == "bench":
             from harness.bench import run_bench  # lazy: keeps `import harness` light
 

@@ -19,12 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import shapes
+from harness import dtypes, shapes
+from harness.adapters import BUILTIN, names
 from harness.config import ConfigError, read_yaml
 
-FRAMEWORKS: tuple[str, ...] = ("numpy", "torch", "jax", "tensorflow")
-DEVICES: tuple[str, ...] = ("cpu", "gpu")
-DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+# The built-in frameworks, which the default selections time; `frameworks()` is every
+# registered one, plugins included, which the grid holds and a bench config may name.
+FRAMEWORKS: tuple[str, ...] = tuple(BUILTIN)
+DEVICES: tuple[str, ...] = dtypes.DEVICES
+# Every dtype verify checks; the default selections time the real ones (complex is opt-in).
+DTYPES: tuple[str, ...] = tuple(dtypes.DTYPES)
+REAL_DTYPES: tuple[str, ...] = tuple(n for n, d in dtypes.DTYPES.items() if not d.is_complex)
 KINDS: tuple[str, ...] = ("time", "accuracy", "memory")
 SHAPE_GROUPS: dict[str, tuple[str, ...]] = {
     "square": shapes.SQUARE,
@@ -33,6 +38,15 @@ SHAPE_GROUPS: dict[str, tuple[str, ...]] = {
 SELECTION_ENV = "MATMUL_BENCH_SELECTION"  # a selection file, or "all"; unset: DEFAULT
 THREADS_ENV = "MATMUL_BENCH_THREADS"  # CPU threads of every framework; unset: all cores
 SEED = 0  # inputs are harness.cases.make_inputs(case, dtype, SEED)
+
+
+def frameworks() -> tuple[str, ...]:
+    """Every registered framework, built-ins first, then entry-point plugins.
+
+    Read from packaging metadata on each call (asv's discovery runs it once per process):
+    no adapter module and no framework is imported.
+    """
+    return names()
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,7 @@ class Grid:
 
     @property
     def params(self) -> list[list[str]]:
-        values = [list(FRAMEWORKS), list(DEVICES), list(self.dtypes), list(self.shapes)]
+        values = [list(frameworks()), list(DEVICES), list(self.dtypes), list(self.shapes)]
         return [*values, list(shapes.PASSES)] if self.with_pass else values
 
 
@@ -127,7 +141,8 @@ DEFAULT = Selection(
     kinds=KINDS,
     cpu=DeviceSelection(("float32", "float64"),
                         ("64x64x64", "256x256x256", "1024x1024x1024")),
-    gpu=DeviceSelection(DTYPES, ("1024x1024x1024", "2048x2048x2048", *shapes.DEEPBENCH_SUITE)),
+    gpu=DeviceSelection(REAL_DTYPES,
+                        ("1024x1024x1024", "2048x2048x2048", *shapes.DEEPBENCH_SUITE)),
     source="built-in default",
 )
 # `make run`: a timing of every framework and pass plus the gradient error ratios, in about
@@ -214,7 +229,7 @@ def parse_selection(data: Any, src: str) -> Selection:
         return _names(data[key], key, allowed, src) if key in data else allowed
 
     return Selection(
-        frameworks=top("frameworks", FRAMEWORKS),
+        frameworks=top("frameworks", frameworks()),
         passes=top("passes", shapes.PASSES),
         kinds=top("kinds", KINDS),
         cpu=_device(data["cpu"], "cpu", src) if "cpu" in data else None,

@@ -1,13 +1,15 @@
 """The system card: what machine a result came from, found without importing a framework.
 
 Used by `verify` (run.json), `bench` (asv's machine name, which has no GPU field) and the
-report (one card per machine). Framework versions come from package metadata; the GPU from
-`nvidia-smi`, when there is one; BLAS and its thread count from threadpoolctl.
+report (one card per machine). Framework versions, plugins included, come from package
+metadata; the GPU from `nvidia-smi`, when there is one; BLAS and its thread count from
+threadpoolctl.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import os
 import platform
@@ -15,13 +17,6 @@ import re
 import shutil
 import subprocess
 from typing import Any
-
-FRAMEWORK_DISTS: dict[str, tuple[str, ...]] = {
-    "numpy": ("numpy",),
-    "torch": ("torch",),
-    "jax": ("jax", "jaxlib"),
-    "tensorflow": ("tensorflow", "tensorflow-cpu"),
-}
 
 # Environment variables that change threads or numerics, recorded as they were.
 RECORDED_ENV: tuple[str, ...] = (
@@ -63,15 +58,51 @@ def gpus() -> list[str]:
 
 
 def framework_versions() -> dict[str, str]:
-    """Installed version of each built-in framework ("" when not installed)."""
+    """Installed version of every registered framework, plugins included, in registry order
+    ("" when not installed, or when its adapter cannot be loaded).
+
+    The version is that of the distribution providing the adapter's `module` (its
+    framework), read from packaging metadata: the adapter module is imported (a cheap
+    class definition), its framework is not.
+    """
+    from harness.adapters import RegistryError, load_target, registry
+
     out: dict[str, str] = {}
-    for name, dists in FRAMEWORK_DISTS.items():
-        out[name] = ""
-        for dist in dists:
-            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                out[name] = importlib.metadata.version(dist)
-                break
+    for name, target in registry().items():
+        try:
+            module = load_target(target, name).module
+        except RegistryError:
+            out[name] = ""
+            continue
+        out[name] = distribution_version(module)
     return out
+
+
+def plugin_versions() -> dict[str, str]:
+    """Each plugin adapter and the distribution providing it: `{"mlx": "harness-mlx 0.1.0"}`."""
+    from harness.adapters import plugin_distributions
+
+    return plugin_distributions()
+
+
+def distribution_version(module: str) -> str:
+    """Version of the distribution that installs top-level package `module` ("" if none).
+
+    The distribution is usually named after the package (numpy, torch, jax, mlx); where it
+    is not (tensorflow-cpu installs `tensorflow`), the slower full metadata scan finds it.
+    """
+    top = module.partition(".")[0]
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.version(top)
+    for dist in _packages_distributions().get(top, []):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(dist)
+    return ""
+
+
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
 
 
 def blas() -> list[dict[str, Any]]:
@@ -104,6 +135,7 @@ def system_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "framework_versions": framework_versions(),
+        "plugins": plugin_versions(),
         "blas": blas(),
         "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
     }

@@ -25,6 +25,14 @@ class WrongTransposePlugin(NumpyAdapter):
     """A plugin with a planted bug (dX = G·W): its cells must fail, exit code 1."""
 
     name = "wrongtranspose"
+    # Its reproducer plants the same bug, in numpy (what `matmul-harness repro` writes).
+    repro_snippet = """
+def run(x, w, g, dtype, device):
+    dx, dw = matmul_grads(x, w, g)
+    if w.ndim >= 2:
+        dx = matmul_grads(x, np.swapaxes(w, -1, -2), g)[0]
+    return np.matmul(x, w), dx, dw
+"""
 
     def vjp(self, x, w, g):  # type: ignore[no-untyped-def]
         y, dx, dw = super().vjp(x, w, g)

@@ -203,7 +203,7 @@ def test_config_values_groups_and_defaults() -> None:
 @pytest.mark.parametrize(("data", "message"), [
     ({"cpu": None, "frameworks": ["pytorch"]},
      "t.yaml: frameworks: unknown value 'pytorch' (did you mean 'torch'?); allowed: numpy, "),
-    ({"cpu": {"dtypes": ["complex64"]}}, "cpu.dtypes: unknown value 'complex64'"),
+    ({"cpu": {"dtypes": ["complex32"]}}, "cpu.dtypes: unknown value 'complex32' (did you mean"),
     ({"cpu": {"shapes": ["100x100x100"]}}, "allowed: square, deepbench, 64x64x64,"),
     ({"cpu": {"shape": ["64x64x64"]}}, "t.yaml: cpu: unknown key 'shape' (did you mean"),
     ({"gpus": {}}, "t.yaml: unknown key 'gpus' (did you mean 'gpu'?); allowed: frameworks"),

@@ -115,7 +115,7 @@ def test_jvp_matches_the_product_rule(name: str) -> None:
         with pytest.raises(NotImplementedError):
             a.jvp(*(a.to_device(np.ones((2, 2)), "cpu") for _ in range(4)))
         return
-    for dtype in ("float64", "complex128"):
+    for dtype in (d for d in ("float64", "complex128") if d in supported(name)):
         inp = make_inputs(SMALL, get(dtype), 0)
         tx, tw = make_tangents(SMALL, get(dtype), 0).tx, make_tangents(SMALL, get(dtype), 0).tw
         dev = [a.to_device(v, "cpu") for v in (inp.x, inp.w, tx, tw)]
@@ -135,7 +135,7 @@ def test_second_order_matches_the_closed_form(name: str) -> None:
     from harness.reference import matmul_vjp
 
     for case in (SMALL, Case("bcast", (2, 1, 3, 4), (1, 3, 4, 5)), Case("vec", (4,), (4, 5))):
-        for dtype in ("float64", "complex128"):
+        for dtype in (d for d in ("float64", "complex128") if d in supported(name)):
             inp, t = make_inputs(case, get(dtype), 0), make_tangents(case, get(dtype), 0)
             got = a.run_second_order(inp, t, "cpu")
             np.testing.assert_allclose(got, matmul_vjp(t.v, inp.w, inp.g)[2], rtol=1e-12,

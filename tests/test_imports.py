@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "jax", "jaxlib", "tensorflow", "keras", "pandas", "matplotlib", "asv")
+HEAVY = ("torch", "jax", "jaxlib", "tensorflow", "keras", "pandas", "matplotlib", "asv",
+         "mlx")  # mlx: the example plugin's framework (its adapter module is loaded)
 
 MODULES = (
     "harness",
@@ -19,6 +20,9 @@ MODULES = (
     "harness.adapters.jax",
     "harness.adapters.tensorflow",
     "harness.system",
+    "harness.testing",
+    "harness.repro",
+    "harness.suite",
 )
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "RegistryError",
     "load",
     "load_target",
+    "names",
+    "plugin_distributions",
     "registry",
     "target_of",
 ]
@@ -55,6 +57,26 @@ def registry() -> dict[str, str]:
             )
         table[ep.name] = ep.value
     return table
+
+
+def names() -> tuple[str, ...]:
+    """Every registered framework name in registry order: built-ins first, then plugins.
+
+    Reads packaging metadata only: no adapter module and no framework is imported.
+    """
+    return tuple(registry())
+
+
+def plugin_distributions() -> dict[str, str]:
+    """Each plugin adapter's name mapped to the distribution that declares it, with its
+    version (`"harness-mlx 0.1.0"`), from packaging metadata; built-ins are not listed."""
+    out: dict[str, str] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILTIN:
+            continue
+        dist = getattr(ep, "dist", None)
+        out[ep.name] = f"{dist.name} {dist.version}" if dist is not None else "unknown"
+    return out
 
 
 def load(name: str) -> type[Adapter]:

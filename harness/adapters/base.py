@@ -42,6 +42,12 @@ class Adapter:
     module: ClassVar[str]  # importable module whose absence makes every cell a skip
     install_hint: ClassVar[str]  # how to install it, shown in skip reasons
     capabilities: ClassVar[Capabilities]
+    # Source of a standalone reproducer (`matmul-harness repro`, harness/repro.py): it defines
+    # `run(x, w, g, dtype, device)` returning numpy (Y, dX, dW) from the framework's own
+    # autodiff, may import only numpy (as `np`, already imported) and the framework. `x`,
+    # `w`, `g` arrive in `dtype`, except bfloat16, which arrives as float32 holding bfloat16
+    # values; results may be any wider dtype. None: this adapter writes no reproducer.
+    repro_snippet: ClassVar[str | None] = None
 
     @classmethod
     def installed(cls) -> bool:

@@ -57,6 +57,29 @@ class JaxAdapter(Adapter):
     capabilities = Capabilities(
         devices=("cpu", "gpu"), dtypes=ALL_DTYPES, forward_mode=True, second_order=True
     )
+    repro_snippet = '''
+import jax
+
+jax.config.update("jax_enable_x64", True)  # else float64 silently becomes float32
+jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 on GPUs
+import jax.numpy as jnp
+
+
+@jax.jit
+def _grads(X, W, G):
+    Y, f = jax.vjp(jnp.matmul, X, W)
+    if jnp.iscomplexobj(G):  # jax returns G·Wᵀ, Xᵀ·G; torch/TF's G·Wᴴ, Xᴴ·G is conj(f(conj G))
+        dX, dW = (jnp.conj(t) for t in f(jnp.conj(G)))
+    else:
+        dX, dW = f(G)
+    return Y, dX, dW
+
+def run(x, w, g, dtype, device):
+    dev = jax.devices("gpu" if device == "gpu" else "cpu")[0]
+    X, W, G = (jax.device_put(jnp.asarray(a, dtype=dtype), dev) for a in (x, w, g))
+    wide = lambda t: t.astype(jnp.complex128 if jnp.iscomplexobj(t) else jnp.float64)
+    return tuple(np.asarray(wide(t)) for t in _grads(X, W, G))
+'''
 
     def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
         if threads:

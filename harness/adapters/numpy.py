@@ -29,6 +29,12 @@ class NumpyAdapter(Adapter):
             ),
         ),
     )
+    # numpy has no autodiff: its reproducer evaluates harness.reference's formulas (which
+    # every reproducer carries) in the dtype under test, as this adapter does.
+    repro_snippet = '''
+def run(x, w, g, dtype, device):
+    return (np.matmul(x, w), *matmul_grads(x, w, g))
+'''
 
     def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
         from threadpoolctl import threadpool_limits

@@ -31,6 +31,22 @@ class TensorFlowAdapter(Adapter):
         # reduce_sum (NUMERICS.md), which the float16/bfloat16 bound must allow for.
         rounded_broadcast_partials=True,
     )
+    repro_snippet = '''
+import tensorflow as tf
+
+def run(x, w, g, dtype, device):
+    tf.config.experimental.enable_tensor_float_32_execution(False)  # full float32
+    dt = getattr(tf, dtype)
+    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+        X, W, G = (tf.identity(tf.cast(tf.constant(a), dt)) for a in (x, w, g))
+        with tf.GradientTape() as tape:
+            tape.watch([X, W])
+            Y = tf.experimental.numpy.matmul(X, W)  # numpy's 1-D rules; tf.matmul inside
+        dX, dW = tape.gradient(Y, [X, W], output_gradients=G,
+                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return tuple(np.asarray(tf.cast(t, tf.complex128 if t.dtype.is_complex else tf.float64))
+                 for t in (Y, dX, dW))
+'''
 
     def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
         import tensorflow as tf

@@ -27,6 +27,24 @@ class TorchAdapter(Adapter):
         # (measured here: float16/bfloat16 dW up to 52x the plain bound without this).
         rounded_broadcast_partials=True,
     )
+    repro_snippet = '''
+import torch
+
+def run(x, w, g, dtype, device):
+    # full float32, as the harness pins it: no TF32, no reduced-precision reductions
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    dev, dt = ("cuda" if device == "gpu" else "cpu"), getattr(torch, dtype)
+    X, W, G = (torch.from_numpy(np.array(a)).to(dev, dt) for a in (x, w, g))
+    X.requires_grad_(True)
+    W.requires_grad_(True)
+    Y = torch.matmul(X, W)
+    dX, dW = torch.autograd.grad(Y, (X, W), grad_outputs=G)
+    wide = torch.complex128 if Y.is_complex() else torch.float64
+    return tuple(t.detach().cpu().resolve_conj().to(wide).numpy() for t in (Y, dX, dW))
+'''
 
     def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
         import torch
@@ -87,14 +105,18 @@ class TorchAdapter(Adapter):
             return np.asarray(t.float().numpy().astype(ml_dtypes.bfloat16))
         return np.asarray(t.numpy())
 
-    def forward(self, x: Any, w: Any) -> Any:
+    def product(self, x: Any, w: Any) -> Any:
+        """The product under test (`harness.testing.TorchFunction` puts a user's here)."""
         return self.torch.matmul(x, w)
+
+    def forward(self, x: Any, w: Any) -> Any:
+        return self.product(x, w)
 
     def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
         torch = self.torch
         x = x.detach().requires_grad_(True)
         w = w.detach().requires_grad_(True)
-        y = torch.matmul(x, w)
+        y = self.product(x, w)
 
         def backward(g: Any) -> tuple[Any, Any]:
             dx, dw = torch.autograd.grad(y, (x, w), grad_outputs=g, retain_graph=True)

@@ -6,6 +6,7 @@ presentation (tables.py, figures.py) never recomputes a number.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.adapters import BUILTIN, RegistryError, names
 from harness.dtypes import DEVICES, DTYPES
 from harness.report.load_asv import PASS_FACTOR, shape_dims
 from harness.report.peaks import Peak, find
 from harness.report.schema import Machine
 
-FRAMEWORK_ORDER: tuple[str, ...] = ("numpy", "torch", "jax", "tensorflow")
+# The built-ins, whose results every verify run is expected to hold (harness.adapters).
+FRAMEWORK_ORDER: tuple[str, ...] = tuple(BUILTIN)
 # Forward output, reverse-mode gradients, forward-mode (jvp) output, the adjoint identity
 # and the second-order check, in the order verify.csv lists them.
 QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW", "dY", "adjoint", "d2W")
@@ -31,8 +34,18 @@ def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
     return [v for v in order if v in seen] + sorted(seen - set(order))
 
 
+@functools.cache
+def registry_order() -> tuple[str, ...]:
+    """Frameworks in registry order (built-ins, then the plugins installed here); the
+    built-ins alone when a plugin clashes (the report still renders, plugins sorted)."""
+    try:
+        return names()
+    except RegistryError:
+        return FRAMEWORK_ORDER
+
+
 def frameworks(df: pd.DataFrame) -> list[str]:
-    return ordered(df["framework"].astype(str), FRAMEWORK_ORDER)
+    return ordered(df["framework"].astype(str), registry_order())
 
 
 def dtypes(df: pd.DataFrame) -> list[str]:

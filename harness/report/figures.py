@@ -26,13 +26,16 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from harness.report import analysis as an
 from harness.report.tables import TIMES, all_skipped, groups, sig
 
-COLORS = {"numpy": "#4c72b0", "torch": "#dd5324", "jax": "#3a9a4f", "tensorflow": "#e6a01a"}
+# Framework styles by registry position (built-ins first, so theirs never change); a
+# framework not registered here (a plugin installed only where the results came from) gets
+# one of EXTRA by its name.
+PALETTE = ("#4c72b0", "#dd5324", "#3a9a4f", "#e6a01a", "#8172b3", "#937860", "#da8bc3")
 EXTRA = ("#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+MARKER_CYCLE = ("o", "s", "^", "D", "v", "P", "X")
 DTYPE_COLORS = dict(zip(("float16", "bfloat16", "float32", "float64", "complex64",
                          "complex128"),
                         ("#e377c2", "#bcbd22", "#1f77b4", "#17becf", "#9467bd", "#8c564b"),
                         strict=True))
-MARKERS = {"numpy": "o", "torch": "s", "jax": "^", "tensorflow": "D"}
 PASS_STYLES: dict[str, Literal["-", ":", "--", "-."]] = {
     "forward": "-", "backward": ":", "forward_backward": "--"}
 DPI = 100
@@ -46,9 +49,17 @@ class Figure:
 
 
 def color(framework: str) -> str:
-    if framework in COLORS:
-        return COLORS[framework]
+    order = an.registry_order()
+    if framework in order and order.index(framework) < len(PALETTE):
+        return PALETTE[order.index(framework)]
     return EXTRA[sum(map(ord, framework)) % len(EXTRA)]
+
+
+def marker(framework: str) -> str:
+    order = an.registry_order()
+    if framework in order:
+        return MARKER_CYCLE[order.index(framework) % len(MARKER_CYCLE)]
+    return "o"
 
 
 def _png(fig: MplFigure) -> str:
@@ -185,7 +196,7 @@ def gflops_vs_size(t: pd.DataFrame, machine: str, device: str, multi: bool) -> F
                 if len(s):
                     x = np.cbrt(s["size"])  # (M*K*N)^(1/3): the side of an equal cube
                     ax.plot(x, s["gflops"], PASS_STYLES.get(p, "-."), color=color(fw),
-                            marker=MARKERS.get(fw, "o"), markersize=3, linewidth=1.3)
+                            marker=marker(fw), markersize=3, linewidth=1.3)
         _plain_log(ax, "x", base=2)
         _plain_log(ax, "y")
         ax.set_title(dt, fontsize=10)
@@ -199,7 +210,7 @@ def gflops_vs_size(t: pd.DataFrame, machine: str, device: str, multi: bool) -> F
         ax.set_ylabel("GFLOP/s", fontsize=9)
     for ax in axes[-1, :]:
         ax.set_xlabel("size (M·K·N)^(1/3)", fontsize=9)
-    handles = [Line2D([], [], color=color(f), marker=MARKERS.get(f, "o"), label=f) for f in fws]
+    handles = [Line2D([], [], color=color(f), marker=marker(f), label=f) for f in fws]
     handles += [Line2D([], [], color="#444444", linestyle=PASS_STYLES.get(p, "-."), label=p)
                 for p in ps]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
@@ -285,7 +296,7 @@ def accuracy_scatter(acc: pd.DataFrame, machine: str = "") -> Figure:
     for r in acc.itertuples(index=False):
         gpu = r.device != "cpu"
         ax.scatter(r.time, max(r.worst_ratio, 1e-6), s=80 if gpu else 40,
-                   marker=MARKERS.get(r.framework, "o"), color=DTYPE_COLORS.get(r.dtype, "k"),
+                   marker=marker(r.framework), color=DTYPE_COLORS.get(r.dtype, "k"),
                    edgecolors=color(r.framework), linewidths=1.8 if gpu else 1.0, alpha=0.9)
     _plain_log(ax, "x")
     _plain_log(ax, "y")
@@ -296,7 +307,7 @@ def accuracy_scatter(acc: pd.DataFrame, machine: str = "") -> Figure:
     ax.set_ylabel("worst error ratio, all cases (lower is more accurate)", fontsize=9)
     ax.grid(True, alpha=0.3)
     _declutter(ax)
-    handles = [Line2D([], [], linestyle="", marker=MARKERS.get(f, "o"), color="#bbbbbb",
+    handles = [Line2D([], [], linestyle="", marker=marker(f), color="#bbbbbb",
                       markeredgecolor=color(f), markeredgewidth=1.5, label=f)
                for f in an.frameworks(acc)]
     handles += [Line2D([], [], linestyle="", marker="s", color=DTYPE_COLORS.get(d, "k"),

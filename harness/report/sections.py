@@ -75,6 +75,8 @@ def card_rows(m: Machine) -> list[tuple[str, str]]:
     if fv:
         rows.append(("Frameworks", ", ".join(f"{k} {v or 'not installed'}"
                                              for k, v in fv.items())))
+    if c.get("plugins"):
+        rows.append(("Plugins", ", ".join(f"{k} ({v})" for k, v in c["plugins"].items())))
     for b in c.get("blas") or []:
         rows.append(("BLAS (numpy)", f"{b.get('internal_api')} {b.get('version')} "
                      f"({b.get('architecture')}, {b.get('threading_layer')}, "

@@ -10,8 +10,9 @@ from the same parts.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -159,13 +160,23 @@ def _label_of(r: object) -> str:
 
 
 def problem_list(table: pd.DataFrame, limit: int = 30) -> list[str]:
-    """One line per failing or erroring row (first `limit`)."""
+    """One line per failing or erroring row (first `limit`), each with the command that
+    writes its cell's standalone reproducer."""
+    from harness.repro import command
+
     v = table[(table["source"] == "verify") & table["status"].isin(["fail", "error"])]
     lines = [f"{r.status.upper()} {r.machine} {_label_of(r)} {r.dtype} {r.case} "
-             f"{r.quantity}: {r.reason}" for r in v.head(limit).itertuples()]
+             f"{r.quantity}: {r.reason} · reproducer: `{_repro(r, command)}`"
+             for r in v.head(limit).itertuples()]
     if len(v) > limit:
         lines.append(f"... and {len(v) - limit} more (see verify.csv)")
     return lines
+
+
+def _repro(r: object, command: Callable[..., str]) -> str:
+    folder = str(Path(str(getattr(r, "origin"))).parent)  # noqa: B009
+    return command(folder, *(str(getattr(r, k)) for k in ("case", "framework", "dtype",
+                                                          "device")))
 
 
 def skip_reasons(table: pd.DataFrame) -> list[str]:
