@@ -150,7 +150,7 @@ def read_yaml(path: Path, src: str) -> Any:
     """The parsed YAML of a config file; ConfigError (one line) when missing or malformed."""
     text = read_text(path, src)
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -241,7 +241,7 @@ def validate_selection(
 
 def _seed(value: Any, src: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise ConfigError(f"{src}: seed must be an integer from 0 to 2**64-1; "
+        raise ConfigError(f"{src}: seed must be a non-negative integer below 2**64; "
                           f"received {clip(value)}")
     return value
 
