@@ -254,8 +254,8 @@ def seconds(value: Any, what: str) -> float:
     system call as is: it waits in slices (see orchestrator.MAX_WAIT_S).
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{what} must be a positive number of seconds (or .inf for no "
-                          f"limit); received {clip(value)}")
+        raise ConfigError(f"{what} must be a positive number of seconds; received "
+                          f"{clip(value)} (.inf in YAML, inf on the command line: no limit)")
     try:
         return float(value)
     except OverflowError:  # an int beyond 1e308
