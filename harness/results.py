@@ -69,13 +69,10 @@ def summary_line(rows: Sequence[Row]) -> str:
 
 
 def _umask() -> int:
-    """The process's umask (read by setting it, so it is read once, at import)."""
+    """The process's umask (read by setting it and back: no other way in Python)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-_MODE = 0o666 & ~_umask()
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -89,7 +86,7 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="", errors="backslashreplace") as f:
             f.write(text)
-            os.fchmod(f.fileno(), _MODE)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
