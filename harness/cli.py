@@ -205,10 +205,11 @@ def _error(message: str) -> None:
 
 
 def _tolerant_streams() -> None:
-    """A terminal that cannot encode a character (LC_ALL=C) shows it escaped instead of
-    losing the summary to a UnicodeEncodeError."""
+    """A terminal that cannot encode a character (LC_ALL=C: ASCII, errors 'strict' or
+    'surrogateescape') shows it escaped instead of losing the summary to a
+    UnicodeEncodeError."""
     for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        if isinstance(stream, io.TextIOWrapper):
             with contextlib.suppress(ValueError, OSError):
                 stream.reconfigure(errors="backslashreplace")
 

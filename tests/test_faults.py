@@ -141,7 +141,7 @@ def orchestrator(*argv: str, **kw) -> subprocess.Popen[str]:  # type: ignore[no-
 
 def kept_cells(folder: Path) -> dict[tuple[str, ...], list[Row]]:
     """The finished cells of the run in `folder`, read as `--resume` reads them."""
-    cfg, record = store.load_config(folder, tuple(PLUGINS) + ("numpy",))
+    cfg, record = store.load_config(folder, (*PLUGINS, "numpy"))
     return dict(store.read_cells(folder, record.fingerprint, plan(cfg)))
 
 
