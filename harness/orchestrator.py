@@ -92,7 +92,7 @@ def _installed_version(module: str) -> str:
     return ""
 
 
-@dataclass
+@dataclass(eq=False)  # a worker is itself: `in active` compares identity
 class _Worker:
     framework: str
     mode: str
