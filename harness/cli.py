@@ -1,35 +1,50 @@
 """The `matmul-harness` command line.
 
 Exit codes: 0 nothing failed or errored; 1 something failed or errored; 2 usage or config
-error (a one-line message on stderr, never a traceback); 130 interrupted (Ctrl-C or
-SIGTERM: finished cells are kept, and the message says how to resume).
+error (a one-line message on stderr, never a traceback); 3 the environment failed us
+(cannot write an output, disk full, stdout closed: one line, and how to resume where
+cells are kept); 130 interrupted (Ctrl-C, SIGTERM or SIGHUP: finished cells are kept, and
+the message says how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import shlex
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from harness import __version__, store
 from harness.adapters import RegistryError, load_target, registry
-from harness.config import PRECISION_MODES, Config, ConfigError, load, seconds, validate_selection
+from harness.config import (
+    PRECISION_MODES,
+    Config,
+    ConfigError,
+    load,
+    seconds,
+    validate_selection,
+)
 from harness.dtypes import DEVICES, DTYPES
 from harness.orchestrator import Progress, Runner
-from harness.plan import group_cells, in_plan_order, plan
+from harness.plan import Cell, Key, group_cells, in_plan_order, plan
 from harness.results import (
     ResultsFileError,
     Row,
     atomic_write,
     matrix,
+    printable,
     problems,
     read_csv,
     summary_line,
@@ -38,12 +53,20 @@ from harness.results import (
 )
 from harness.system import system_info
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SELFTEST_TRIALS = 10
+MAX_MESSAGE = 1000  # characters of an error message: one line, whatever it quotes
+
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
     """Bad command-line input; the message is shown as is and the exit code is 2."""
+
+
+class EnvironmentFailure(Exception):
+    """The machine failed us (disk full, an output that cannot be written): exit 3."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "report, into results/")
     r.add_argument("--config", help="YAML config (default: the embedded configs/default.yaml)")
     r.add_argument("--out", help="output folder (default: a new folder under results/)")
+    r.add_argument("--force", action="store_true",
+                   help="replace the run in a non-empty --out folder (its files are removed)")
     r.add_argument("--no-bench", action="store_true",
                    help="skip the quick asv benchmark (the report then has no timings)")
     b = sub.add_parser("bench", help="time every framework through asv in this environment")
@@ -114,6 +139,8 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--precision", action="append", default=[], metavar="pinned|default",
                    help="only this precision mode (repeatable)")
     v.add_argument("--out", help="output folder (default: a new folder under results/)")
+    v.add_argument("--force", action="store_true",
+                   help="replace the run in a non-empty --out folder (its files are removed)")
     v.add_argument("--resume", metavar="DIR",
                    help="finish the interrupted run in DIR (its own config; no re-runs)")
     v.add_argument("--junit", metavar="FILE", help="also write the matrix as JUnit XML")
@@ -128,45 +155,89 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _tolerant_streams()
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return run_command(config=args.config, out=args.out, bench=not args.no_bench)
-        if args.command == "report":
-            from harness.report.command import report_command  # lazy: pandas, matplotlib
-
-            return report_command(args.result_dirs, args.out, baseline=args.baseline,
-                                  asv_results=args.asv_results, peaks=args.peaks)
-        if args.command == "selftest":
-            from harness import selftest
-
-            if args.trials < 1:
-                raise UsageError(f"--trials must be at least 1; received {args.trials}")
-            cfg = load(args.config, tuple(registry()))
-            return selftest.run(cfg.cases, args.trials, _out_dir(args.out, "selftest"))
-        if args.command == "repro":
-            from harness.repro import write
-
-            path = write(Path(args.result_dir), args.case, args.framework, args.dtype,
-                         args.device, Path(args.out) if args.out else None)
-            print(f"repro: {path}\nrun it anywhere numpy and {args.framework} are "
-                  f"installed: python {path}")
-            return EXIT_OK
-        if args.command == "bench":
-            from harness.bench import run_bench  # lazy: keeps `import harness` light
-
-            extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
-            return run_bench(quick=args.quick, config=args.config, extra_args=extra,
-                             results_dir=Path(args.results_dir) if args.results_dir else None)
-        return verify(
-            config=args.config, frameworks=args.framework, devices=args.device,
-            dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
-            junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
-            timeout=args.timeout,
-        )[0]
+        return _command(args)
     except (ConfigError, RegistryError, UsageError, ResultsFileError) as exc:
-        print(f"matmul-harness: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_USAGE
+    except EnvironmentFailure as exc:
+        _error(str(exc))
+        return EXIT_ENVIRONMENT
+    except BrokenPipeError:  # `| head`: the reader is gone, and that is all
+        _silence_stdout()
+        return EXIT_ENVIRONMENT
+    except OSError as exc:
+        what = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{what}{exc.strerror or exc}")
+        return EXIT_ENVIRONMENT
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return run_command(config=args.config, out=args.out, bench=not args.no_bench,
+                           force=args.force)
+    if args.command == "report":
+        from harness.report.command import report_command  # lazy: pandas, matplotlib
+
+        _out_dir(args.out, "report")  # before any work: a read-only --out is exit 2 now
+        return report_command(args.result_dirs, args.out, baseline=args.baseline,
+                              asv_results=args.asv_results, peaks=args.peaks)
+    if args.command == "selftest":
+        from harness import selftest
+
+        if args.trials < 1:
+            raise UsageError(f"--trials must be at least 1; received {args.trials}")
+        cfg = load(args.config, tuple(registry()))
+        return selftest.run(cfg.cases, args.trials, _out_dir(args.out, "selftest"))
+    if args.command == "repro":
+        from harness.repro import write
+
+        path = write(Path(args.result_dir), args.case, args.framework, args.dtype,
+                     args.device, Path(args.out) if args.out else None)
+        print(f"repro: {path}\nrun it anywhere numpy and {args.framework} are "
+              f"installed: python {path}")
+        return EXIT_OK
+    if args.command == "bench":
+        from harness.bench import run_bench  # lazy: keeps `import harness` light
+
+        extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
+        return run_bench(quick=args.quick, config=args.config, extra_args=extra,
+                         results_dir=Path(args.results_dir) if args.results_dir else None)
+    return verify(
+        config=args.config, frameworks=args.framework, devices=args.device,
+        dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
+        junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
+        timeout=args.timeout, force=args.force,
+    )[0]
+
+
+def _error(message: str) -> None:
+    """The one line of an error: control characters escaped, cut to MAX_MESSAGE."""
+    text = printable(message)
+    if len(text) > MAX_MESSAGE:
+        text = f"{text[: MAX_MESSAGE - 1]}…"
+    with contextlib.suppress(OSError):  # stderr gone (the terminal closed): nothing to do
+        print(f"matmul-harness: error: {text}", file=sys.stderr, flush=True)
+
+
+def _tolerant_streams() -> None:
+    """A terminal that cannot encode a character (LC_ALL=C: ASCII, errors 'strict' or
+    'surrogateescape') shows it escaped instead of losing the summary to a
+    UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, send what is left of stdout nowhere: the interpreter's final flush
+    would otherwise print a second BrokenPipeError."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
 
 
 def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
@@ -200,9 +271,7 @@ def _out_dir(out: str | None, prefix: str, flag: str = "--out") -> Path:
     try:
         if flag == "--out":
             path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        _probe(path)
     except OSError as exc:
         raise UsageError(
             f"{flag} {str(path)!r} is not a writable folder ({exc.strerror}); "
@@ -211,13 +280,45 @@ def _out_dir(out: str | None, prefix: str, flag: str = "--out") -> Path:
     return path
 
 
-def run_command(*, config: str | None, out: str | None, bench: bool) -> int:
+def _probe(folder: Path) -> None:
+    """OSError unless a file can be created in `folder` (as atomic_write will)."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+    os.close(fd)
+    os.unlink(name)
+
+
+def _junit_path(junit: str | None) -> Path | None:
+    """`--junit FILE`, checked before any work: a folder or an unwritable place is exit 2."""
+    if not junit:
+        return None
+    path = Path(junit)
+    problem = "is a folder; expected a file name" if path.is_dir() else ""
+    if not problem:
+        try:
+            _probe(path.parent)
+        except OSError as exc:
+            problem = f"cannot be written in {str(path.parent)!r} ({exc.strerror})"
+    if problem:
+        raise UsageError(f"--junit {junit!r} {problem}; choose another with --junit")
+    return path
+
+
+def run_command(*, config: str | None, out: str | None, bench: bool,
+                force: bool = False) -> int:
     """The main job: verify, the selftest, a quick asv benchmark, and the report of all.
 
     A selftest, benchmark or report problem is reported and makes the exit code non-zero,
-    but never costs the correctness results, which are written first.
+    but never costs the correctness results, which are written first. The output folder
+    is held (locked) for the whole job.
     """
-    code, out_dir = verify(config=config, out=out, prefix="run")
+    load(config, tuple(registry()))  # a bad config is exit 2 before a folder is made
+    folder = _out_dir(out, "run")
+    with store.claim(folder):
+        return _run_all(config, folder, bench, force)
+
+
+def _run_all(config: str | None, folder: Path, bench: bool, force: bool) -> int:
+    code, out_dir = verify(config=config, out=str(folder), prefix="run", force=force)
     if code == EXIT_INTERRUPTED:
         return code
     from harness import selftest
@@ -261,96 +362,155 @@ def verify(
     cell_timeout: float | None = None,
     timeout: float | None = None,
     prefix: str = "verify",
+    force: bool = False,
 ) -> tuple[int, Path]:
-    """`verify` (and the verify step of `run`): the exit code and the output folder."""
+    """`verify` (and the verify step of `run`): the exit code and the output folder.
+
+    Every input and output path is checked before the first cell runs; the folder is
+    locked while the run works in it.
+    """
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
+    junit_path = _junit_path(junit)
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or precision or out:
+        if config or frameworks or devices or dtypes or precision or out or force:
             raise UsageError(
                 "--resume DIR continues the run recorded in DIR with that run's own config; "
-                "drop --config/--framework/--device/--dtype/--precision/--out"
+                "drop --config/--framework/--device/--dtype/--precision/--out/--force"
             )
-        recorded = store.load_config(Path(resume), known)  # first: a typo makes no folder
+        recorded, record = store.load_config(Path(resume), known)  # first: makes nothing
         out_dir = _out_dir(resume, prefix, "--resume")
-        cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
-        kept = store.read_cells(out_dir)
-        if not kept and (out_dir / store.FINAL_FILE).is_file():
-            kept = group_cells(read_csv(out_dir / store.FINAL_FILE))
-    else:
-        cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
-                      cell_timeout, timeout)
-        out_dir = _out_dir(out, prefix)
-        store.save_config(out_dir, cfg)
-        kept = {}
-    cells = plan(cfg)
-    kept = {k: v for k, v in kept.items() if k in {c.key for c in cells}}
+        with store.claim(out_dir, "--resume"):
+            cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
+            cells = plan(cfg)
+            kept = store.read_cells(out_dir, record.fingerprint, cells)
+            if not (out_dir / store.PARTIAL_FILE).exists() and (
+                    out_dir / store.FINAL_FILE).is_file():
+                return _finished(out_dir, cells, junit_path), out_dir
+            record = replace(record, resumed=(*record.resumed, store.stamp()))
+            _write(lambda: store.save_config(out_dir, recorded, record),
+                   out_dir / store.CONFIG_FILE)
+            return _run(cfg, cells, kept, out_dir, record, junit_path, jobs), out_dir
+    cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
+                  cell_timeout, timeout)
+    out_dir = _out_dir(out, prefix)
+    with store.claim(out_dir):
+        store.prepare_fresh(out_dir, force)
+        record = _write(lambda: store.save_config(out_dir, cfg), out_dir / store.CONFIG_FILE)
+        return _run(cfg, plan(cfg), {}, out_dir, record, junit_path, jobs), out_dir
+
+
+def _write(action: Callable[[], T], path: Path, kept: Path | None = None) -> T:
+    """`action()`, its OSError (disk full...) made an EnvironmentFailure naming `path` and,
+    where finished cells are kept, how to resume."""
+    try:
+        return action()
+    except OSError as exc:
+        hint = (f"; finished cells are kept in {kept}. Resume with: matmul-harness verify "
+                f"--resume {shlex.quote(str(kept.parent))}" if kept else "")
+        raise EnvironmentFailure(f"cannot write {path} ({exc.strerror or exc}){hint}") from None
+
+
+def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Path,
+         record: store.RunRecord, junit: Path | None, jobs: int) -> int:
     remaining = [c for c in cells if c.key not in kept]
     rows = [r for rs in kept.values() for r in rs]
-    log = store.CellLog(out_dir, kept)
+    log_path = out_dir / store.PARTIAL_FILE
+    log = _write(lambda: store.CellLog(out_dir, kept, record.fingerprint), log_path)
 
-    def record(new: list[Row]) -> None:
+    def record_rows(new: list[Row]) -> None:
         rows.extend(new)
         log.append(new)
 
     started = time.time()
-    runner = Runner(cfg, record, _progress_printer(), jobs, cfg.cell_timeout, cfg.timeout,
-                    done_before=len(kept))
+    runner = Runner(cfg, record_rows, _progress_printer(), jobs, cfg.cell_timeout,
+                    cfg.timeout, done_before=len(kept))
     try:
-        with _sigterm_as_interrupt():
-            runner.run(remaining, total=len(cells))
+        with _signals_as_interrupt():
+            _write(lambda: runner.run(remaining, total=len(cells)), log_path, log_path)
     except KeyboardInterrupt:
         _clear_progress()
         done = len(group_cells(rows))
-        print(f"matmul-harness: interrupted after {done} of {len(cells)} cells; finished "
-              f"cells are kept in {log.path}. Resume with: matmul-harness verify --resume "
-              f"{out_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED, out_dir
+        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+            print(f"matmul-harness: interrupted after {done} of {len(cells)} cells; finished "
+                  f"cells are kept in {log.path}. Resume with: matmul-harness verify --resume "
+                  f"{shlex.quote(str(out_dir))}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     finally:
         log.close()
     _clear_progress()
     rows = in_plan_order(rows, cells)
-    write_csv(rows, out_dir / store.FINAL_FILE)
-    _write_meta(out_dir / store.META_FILE, cfg, rows, started)
+    _write(lambda: write_csv(rows, out_dir / store.FINAL_FILE), out_dir / store.FINAL_FILE,
+           log_path)
+    _write(lambda: _write_meta(out_dir / store.META_FILE, cfg, rows, started, record),
+           out_dir / store.META_FILE, log_path)
     log.path.unlink(missing_ok=True)  # verify.csv now holds every cell
+    return _show(rows, out_dir, junit)
+
+
+def _finished(out_dir: Path, cells: list[Cell], junit: Path | None) -> int:
+    """`--resume` of a finished run: its verify.csv, checked against its config and shown;
+    nothing is run and nothing rewritten (run.json keeps its start and wall time)."""
+    final = out_dir / store.FINAL_FILE
+    done = group_cells(read_csv(final))
+    by_key = {c.key: c for c in cells}
+    bad = [why for k, rs in done.items() if (why := store.mismatch(rs, by_key.get(k)))]
+    if bad or set(done) != set(by_key):
+        raise store.RunFolderError(
+            f"{final}: does not hold the results of {out_dir / store.CONFIG_FILE} "
+            f"({bad[0] if bad else 'not every cell of its plan'}); start afresh with --force"
+        )
+    print(f"{out_dir}: the run is finished; nothing to resume", file=sys.stderr)
+    return _show(in_plan_order([r for rs in done.values() for r in rs], cells), out_dir, junit)
+
+
+def _show(rows: list[Row], out_dir: Path, junit: Path | None) -> int:
     if junit:
-        write_junit(rows, Path(junit))
+        _write(lambda: write_junit(rows, junit), junit)
     print(matrix(rows))
     for line in problems(rows):
         print(line)
-    print(f"results: {out_dir / store.FINAL_FILE}")
-    print(summary_line(rows))
-    return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK, out_dir
+    print(f"results: {printable(str(out_dir / store.FINAL_FILE))}")
+    print(summary_line(rows), flush=True)
+    return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # a CI job cancelled, `kill`, terminal closed
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI job cancelled, `kill`) stops the run like Ctrl-C: cleanly."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the run like Ctrl-C: cleanly (workers ended, temp files
+    removed, finished cells kept, exit 130)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = [(s, signal.signal(s, handler)) for s in STOP_SIGNALS]
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, old in previous:
+            signal.signal(s, old)
 
 
-def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float) -> None:
+def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float,
+                record: store.RunRecord) -> None:
     versions = {r.framework: r.framework_version for r in rows if r.framework_version}
     precisions = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
     meta = {
         "harness_version": __version__,
         "config": cfg.source,
         "seed": cfg.seed,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "wall_s": round(time.time() - started, 3),
+        "fingerprint": record.fingerprint,
+        "started": record.started,  # the run's first start, kept across resumes
+        "resumed": list(record.resumed),
+        "wall_s": round(time.time() - started, 3),  # the last session's
         "framework_versions": versions,
         "precision_modes": precisions,
         "system": system_info(),
@@ -367,7 +527,7 @@ def _progress_printer() -> Progress | None:
         return None
 
     def show(done: int, total: int, framework: str) -> None:
-        sys.stderr.write(f"\r\x1b[2K[{done}/{total} cells] {framework}")
+        sys.stderr.write(f"\r\x1b[2K[{done}/{total} cells] {printable(framework)}")
         sys.stderr.flush()
 
     return show

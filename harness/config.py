@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,15 @@ CELL_TIMEOUT_S = 300.0  # one cell, worst case a large product on a slow CPU
 TIMEOUT_S = 7200.0  # the whole run
 CASE_KEYS: tuple[str, ...] = ("name", "x", "w")
 DEFAULT_NAME = "default.yaml"
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; this stops /dev/zero and runaway files
+MAX_QUOTE = 120  # characters of a received value quoted in a message
+MAX_SEED = 2**64 - 1  # numpy's SeedSequence takes more, but no config needs it
+# One rule for case names: they become file-name-like ids, CSV cells, JUnit names and
+# report text, so they are short, printable ASCII and never start with a sign or a dot
+# (a spreadsheet runs a cell starting with = + - @ as a formula).
+CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+CASE_NAME_RULE = ("1-100 characters from A-Z a-z 0-9 _ . + -, starting with a letter or a "
+                  "digit")
 
 
 class ConfigError(ValueError):
@@ -62,21 +73,93 @@ def default_path() -> Path:
     return packaged(DEFAULT_NAME)
 
 
-def read_yaml(path: Path, src: str) -> Any:
-    """The parsed YAML of a config file; ConfigError (one line) when missing or malformed."""
+def clip(value: Any, limit: int = MAX_QUOTE) -> str:
+    """`repr(value)` for a message, cut to `limit` characters with an ellipsis.
+
+    repr escapes control characters and lone surrogates, so the message stays one
+    printable line whatever the config held.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader without its three surprises for a config.
+
+    Aliases (`*name`) are refused: a few hundred bytes of nested aliases ("billion
+    laughs") expand into gigabytes. Duplicate keys are refused (PyYAML lets the last one
+    win silently). Floats in exponent form without a dot (`1e7`, `1e308`), which YAML 1.1
+    reads as strings, are floats as in YAML 1.2; `.inf` stays a float too.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases are not allowed in a config (found *{event.anchor}); "
+                "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # unhashable: the base class says so
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {clip(key)}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_text(path: Path, src: str, limit: int = MAX_CONFIG_BYTES) -> str:
+    """A config file's text: at most `limit` bytes, UTF-8 (a BOM is fine), else ConfigError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(limit + 1)  # bounded: /dev/zero or a huge file stops here
     except FileNotFoundError:
         raise ConfigError(f"{src}: config file not found; pass an existing --config") from None
     except OSError as exc:
         raise ConfigError(f"{src}: cannot read config file: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{src}: config file is larger than {limit / 2**20:g} MiB; "
+                          "a config lists frameworks, dtypes and cases, a few KiB at most")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{src}: config file is UTF-16 text; save it as UTF-8")
     try:
-        return yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{src}: config file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8") from None
+
+
+def read_yaml(path: Path, src: str) -> Any:
+    """The parsed YAML of a config file; ConfigError (one line) when missing or malformed."""
+    text = read_text(path, src)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{src}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{src}: YAML nested too deeply to be a config") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{src}: unusable value: {clip(str(exc))}") from None
 
 
 def load(path: str | Path | None, known_frameworks: Sequence[str]) -> Config:
@@ -111,7 +194,7 @@ def _check_keys(data: dict[Any, Any], allowed: Sequence[str], src: str, what: st
     for key in data:
         if key not in allowed:
             raise ConfigError(
-                f"{src}: unknown {what} {key!r}{_did_you_mean(str(key), allowed)}; "
+                f"{src}: unknown {what} {clip(key)}{_did_you_mean(str(key), allowed)}; "
                 f"allowed: {', '.join(allowed)}"
             )
 
@@ -132,12 +215,12 @@ def _names(data: dict[str, Any], key: str, allowed: Sequence[str], src: str,
     if not isinstance(value, list) or not value:
         raise ConfigError(
             f"{src}: {key} must be a non-empty list drawn from {', '.join(allowed)}; "
-            f"received {value!r}"
+            f"received {clip(value)}"
         )
     for item in value:
         if item not in allowed:
             raise ConfigError(
-                f"{src}: {key}: unknown value {item!r}{_did_you_mean(str(item), allowed)}; "
+                f"{src}: {key}: unknown value {clip(item)}{_did_you_mean(str(item), allowed)}; "
                 f"allowed: {', '.join(allowed)}"
             )
     return tuple(dict.fromkeys(value))  # de-duplicated, order kept
@@ -150,50 +233,60 @@ def validate_selection(
     for v in values:
         if v not in allowed:
             raise ConfigError(
-                f"{flag} {v!r}: unknown value{_did_you_mean(v, allowed)}; "
+                f"{flag} {clip(v)}: unknown value{_did_you_mean(v, allowed)}; "
                 f"allowed: {', '.join(allowed)}"
             )
     return tuple(dict.fromkeys(values))
 
 
 def _seed(value: Any, src: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{src}: seed must be a non-negative integer; received {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{src}: seed must be a non-negative integer below 2**64; "
+                          f"received {clip(value)}")
     return value
 
 
 def seconds(value: Any, what: str) -> float:
-    """A positive number of seconds (config keys and command-line flags alike)."""
+    """A positive number of seconds (config keys and command-line flags alike).
+
+    `.inf` (YAML) or `inf` (flag) means no limit; so does any value too large for a clock
+    (an integer beyond float range becomes inf). The orchestrator never hands one to a
+    system call as is: it waits in slices (see orchestrator.MAX_WAIT_S).
+    """
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{what} must be a positive number of seconds; received {value!r}")
-    return float(value)
+        raise ConfigError(f"{what} must be a positive number of seconds; received "
+                          f"{clip(value)} (.inf in YAML, inf on the command line: no limit)")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond 1e308
+        return math.inf
 
 
 def _cases(value: Any, src: str) -> tuple[Case, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(
             f"{src}: cases must be a non-empty list of {{name, x: [dims], w: [dims]}}; "
-            f"received {value!r}"
+            f"received {clip(value)}"
         )
     cases: list[Case] = []
     for i, item in enumerate(value):
         case = _case(item, f"{src}: cases[{i}]")
         if any(c.name == case.name for c in cases):
-            raise ConfigError(f"{src}: cases[{i}]: duplicate case name {case.name!r}")
+            raise ConfigError(f"{src}: cases[{i}]: duplicate case name {clip(case.name)}")
         cases.append(case)
     return tuple(cases)
 
 
 def _case(item: Any, where: str) -> Case:
     if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a mapping {{name, x, w}}; received {item!r}")
+        raise ConfigError(f"{where}: expected a mapping {{name, x, w}}; received {clip(item)}")
     _check_keys(item, CASE_KEYS, where, "case key")
     for key in CASE_KEYS:
         if key not in item:
             raise ConfigError(f"{where}: missing key {key!r}; a case needs {', '.join(CASE_KEYS)}")
     name = item["name"]
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"{where}: name must be a non-empty string; received {name!r}")
+    if not isinstance(name, str) or not CASE_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: name must be {CASE_NAME_RULE}; received {clip(name)}")
     where = f"{where} ({name})"
     x, w = _shape(item["x"], f"{where}: x"), _shape(item["w"], f"{where}: w")
     try:
@@ -205,13 +298,13 @@ def _case(item: Any, where: str) -> Case:
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list):
-        raise ConfigError(f"{where} must be a list of dims such as [3, 4]; received {value!r}")
+        raise ConfigError(f"{where} must be a list of dims such as [3, 4]; received {clip(value)}")
     if not value:
         raise ConfigError(f"{where} is [] (a 0-D operand); matmul needs at least 1-D")
     for d in value:
         if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise ConfigError(
-                f"{where} must hold non-negative integers; received {value!r} "
-                f"(bad dim {d!r})"
+                f"{where} must hold non-negative integers; received {clip(value)} "
+                f"(bad dim {clip(d)})"
             )
     return tuple(value)

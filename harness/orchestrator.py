@@ -1,10 +1,14 @@
 """Plans the cells of a run, runs each framework in its own worker, checks what comes back.
 
 The orchestrator imports no framework. Each framework's cells go to a worker process
-(`python -m harness.worker`, a fresh interpreter); results stream back over a pipe and are checked
-here against the float64 reference, so a worker that crashes, hangs or raises loses only
-the cell it was on: that cell becomes `error` with the cause, and a fresh worker takes the
-framework's remaining cells. Other frameworks' results are never touched.
+(a fresh interpreter running harness.worker); results stream back over a pipe and are
+checked here against the float64 reference, so a worker that crashes, hangs or raises
+loses only the cell it was on: that cell becomes `error` with the cause, and a fresh worker
+takes the framework's remaining cells. Other frameworks' results are never touched.
+
+Every wait has a deadline. Messages are read by one thread per worker, so a worker frozen
+in the middle of sending (SIGSTOP, a full pipe) blocks only its reader; the loop here
+waits on a queue, in slices of at most MAX_WAIT_S, and kills the worker at its deadline.
 """
 
 from __future__ import annotations
@@ -13,21 +17,24 @@ import contextlib
 import importlib.metadata
 import os
 import pickle
+import queue as queues
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+import harness
 from harness import worker
 from harness.adapters import Adapter, RegistryError, load, target_of
 from harness.config import CELL_TIMEOUT_S, Config
@@ -39,8 +46,44 @@ from harness.worker import Task
 
 STARTUP_TIMEOUT_S = 300.0  # importing a framework and finding its devices
 STDERR_TAIL_LINES = 5
+# The longest single wait: limits can be inf or 1e308 (no limit), which no system call
+# takes as a timeout (OverflowError); the loop wakes at least this often and re-checks.
+MAX_WAIT_S = 60.0
+# The worker's interpreter: -I (isolated) keeps the current directory, PYTHONPATH and the
+# user's site off its import path, so a folder named `harness` or `torch` where the user
+# stands cannot replace our code or a framework; the orchestrator's own path is then
+# installed explicitly (see _worker_path) before harness.worker is imported.
+_BOOT = ("import sys; sys.path[:] = sys.argv[3:]; "
+         "from harness.worker import main; main(int(sys.argv[1]), sys.argv[2])")
+_EOF = object()  # a reader's last message: the worker's end of the pipe is closed
 
 Progress = Callable[[int, int, str], None]
+
+
+def _worker_path() -> list[str]:
+    """The orchestrator's import path for a worker, less the current directory ('' or its
+    absolute form), unless that is where harness itself was imported from."""
+    cwd = os.getcwd()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(harness.__file__)))
+    out = []
+    for p in sys.path:
+        full = os.path.abspath(p or ".")
+        if full == cwd and full != root:
+            continue
+        out.append(full)
+    return list(dict.fromkeys(out))
+
+
+def _read(w: _Worker, inbox: queues.Queue[tuple[_Worker, Any]]) -> None:
+    """A worker's reader thread: every message, then _EOF. Only this thread touches the
+    worker's connection, and it ends when the worker's end closes (exit or kill)."""
+    try:
+        while True:
+            inbox.put((w, w.conn.recv()))
+    except Exception:  # EOFError, OSError, a torn pickle: the worker is gone or broken
+        inbox.put((w, _EOF))
+    finally:
+        w.conn.close()
 
 
 def _installed_version(module: str) -> str:
@@ -49,7 +92,7 @@ def _installed_version(module: str) -> str:
     return ""
 
 
-@dataclass
+@dataclass(eq=False)  # a worker is itself: `in active` compares identity
 class _Worker:
     framework: str
     mode: str
@@ -83,12 +126,13 @@ class Runner:
     _total: int = 0
     _end: float = float("inf")
     _logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="harness-")))
+    _inbox: queues.Queue[tuple[_Worker, Any]] = field(default_factory=queues.Queue)
 
     def run(self, cells: Sequence[Cell], total: int | None = None) -> None:
         """Run `cells`; `total` is the whole plan's size when `cells` is what is left."""
         self._done, self._total = self.done_before, total or len(cells)
         if self.total_timeout:
-            self._end = time.monotonic() + self.total_timeout
+            self._end = time.monotonic() + self.total_timeout  # inf stays inf: no limit
         queue: deque[_Queued] = deque()
         for name, mode in dict.fromkeys((c.framework, c.mode) for c in cells):
             mine = [(i, c) for i, c in enumerate(cells) if (c.framework, c.mode) == (name, mode)]
@@ -149,39 +193,48 @@ class Runner:
                todo: list[tuple[Task, Cell]]) -> _Worker:
         fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=self._logdir)
         log = Path(log_name)
+        path = _worker_path()
         job = worker.Job(name, target_of(adapter), mode == "pinned", [t for t, _ in todo],
-                         self.config.seed, list(sys.path))
+                         self.config.seed, path)
+        # The job goes in a file, not down a pipe: a worker that never reads (frozen at
+        # start) cannot block the orchestrator on a full pipe.
+        job_file = log.with_suffix(".job")
+        job_file.write_bytes(pickle.dumps(job))
         recv, send = os.pipe()
         try:
             # stdout and stderr go to the log from the first instruction, so even a crash
             # while starting the interpreter or importing a framework leaves its words there
             proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.worker", str(send)],
-                stdin=subprocess.PIPE, stdout=fd, stderr=fd, pass_fds=(send,),
+                [sys.executable, "-I", "-c", _BOOT, str(send), str(job_file), *path],
+                stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, pass_fds=(send,),
             )
         finally:
             os.close(send)  # the child holds the only write end: EOF means it is gone
             os.close(fd)
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # it died at once: EOF will say so
-            proc.stdin.write(pickle.dumps(job))
-            proc.stdin.close()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.cell_timeout
         conn = Connection(recv, writable=False)
-        return _Worker(name, mode, adapter, deque(todo), proc, conn, log, deadline)
+        w = _Worker(name, mode, adapter, deque(todo), proc, conn, log, deadline)
+        threading.Thread(target=_read, args=(w, self._inbox), daemon=True,
+                         name=f"read-{name}").start()
+        return w
 
     def _step(self, active: list[_Worker], queue: deque[_Queued]) -> None:
         nearest = min(min(w.deadline for w in active), self._end)
-        ready = wait([w.conn for w in active], timeout=max(0.0, nearest - time.monotonic()))
-        for w in list(active):
-            if w.conn in ready:
-                try:
-                    msg = w.conn.recv()
-                except (EOFError, OSError):
-                    self._lost(w, active, queue, self._death_cause(w))
-                    continue
+        wait_s = min(MAX_WAIT_S, max(0.0, nearest - time.monotonic()))
+        got: list[tuple[_Worker, Any]] = []
+        with contextlib.suppress(queues.Empty):
+            got.append(self._inbox.get(timeout=wait_s))
+            while True:
+                got.append(self._inbox.get_nowait())
+        for w, msg in got:
+            if w not in active:  # a worker already stopped: its end of pipe, or late words
+                continue
+            if msg is _EOF:
+                self._lost(w, active, queue, self._death_cause(w))
+            else:
                 self._handle(w, msg, active)
-            elif time.monotonic() > w.deadline:
+        for w in list(active):
+            if time.monotonic() > w.deadline:
                 what, limit = ("cell", self.cell_timeout) if w.started else (
                     "start-up", STARTUP_TIMEOUT_S + self.cell_timeout)
                 self._lost(w, active, queue, f"timeout after {limit:g} s ({what})", kill=True)
@@ -267,7 +320,8 @@ class Runner:
         return f"{cause}; stderr: {tail}" if tail else cause
 
     def _stop(self, w: _Worker) -> None:
-        w.conn.close()
+        # The connection is its reader thread's to close (closing it under a blocked
+        # read could close a reused descriptor): the thread ends at the worker's exit.
         try:
             w.process.wait(timeout=5)
         except subprocess.TimeoutExpired:

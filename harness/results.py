@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -67,13 +68,25 @@ def summary_line(rows: Sequence[Row]) -> str:
     )
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and back: no other way in Python)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a reader never sees half a file."""
+    """Write via a temp file and rename, so a reader never sees half a file.
+
+    The file gets the mode any new file would (0666 less the umask), not mkstemp's 0600:
+    results are shared, served and attached to CI runs.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="", errors="backslashreplace") as f:
             f.write(text)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,6 +102,22 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
     for r in rows:
         writer.writerow(_fmt(getattr(r, c)) for c in COLUMNS)
     atomic_write(path, buf.getvalue())
+
+
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection). Text
+# cells so starting get one leading apostrophe, which spreadsheets show as "text"; any
+# apostrophes already there are counted, so reading strips exactly the one added and every
+# text survives the round trip. Numbers (a negative bias) are never touched.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def guard_cell(text: str) -> str:
+    """`text` made safe to open in a spreadsheet; `unguard_cell` undoes it."""
+    return f"'{text}" if _FORMULA.match(text) else text
+
+
+def unguard_cell(text: str) -> str:
+    return text[1:] if text.startswith("'") and _FORMULA.match(text[1:]) else text
 
 
 class ResultsFileError(ValueError):
@@ -124,7 +153,7 @@ def read_csv(path: Path) -> list[Row]:
             for c, v in zip(header, rec, strict=True):
                 t = _TYPES[c]
                 kw[c] = (float(v) if v else float("nan")) if t == "float" else (
-                    int(v) if t == "int" else v)
+                    int(v) if t == "int" else unguard_cell(v))
         except ValueError as exc:
             raise ResultsFileError(f"{path}: line {lineno}: {exc}") from None
         if kw["status"] not in STATUSES:
@@ -138,7 +167,25 @@ def read_csv(path: Path) -> list[Row]:
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         return "" if v != v else f"{v:.6g}"
-    return str(v)
+    return guard_cell(v) if isinstance(v, str) else str(v)
+
+
+# Characters XML 1.0 cannot hold at all (C0 controls but tab, newline and CR; surrogates;
+# U+FFFE/U+FFFF); ElementTree would write them and leave an invalid file.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` with what XML cannot hold shown escaped (`\\x1b`), the rest as is."""
+    return _XML_INVALID.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal: control characters (ESC, newlines) and lone surrogates shown
+    escaped, so a name or reason can neither move the cursor nor break the line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def write_junit(rows: Sequence[Row], path: Path) -> None:
@@ -152,7 +199,7 @@ def write_junit(rows: Sequence[Row], path: Path) -> None:
         suite = ET.SubElement(
             suites,
             "testsuite",
-            name=name,
+            name=xml_text(name),
             tests=str(len(members)),
             failures=str(c["fail"]),
             errors=str(c["error"]),
@@ -160,11 +207,12 @@ def write_junit(rows: Sequence[Row], path: Path) -> None:
         )
         for r in members:
             case = ET.SubElement(
-                suite, "testcase", classname=name, name=f"{r.dtype}-{r.case}-{r.quantity}"
+                suite, "testcase", classname=xml_text(name),
+                name=xml_text(f"{r.dtype}-{r.case}-{r.quantity}"),
             )
             tag = {"fail": "failure", "error": "error", "skip": "skipped"}.get(r.status)
             if tag:
-                ET.SubElement(case, tag, message=r.reason)
+                ET.SubElement(case, tag, message=xml_text(r.reason))
             elif r.ratio == r.ratio:
                 ET.SubElement(case, "system-out").text = f"ratio={r.ratio:.3g}"
     ET.indent(suites)
@@ -186,7 +234,8 @@ def matrix(rows: Sequence[Row]) -> str:
         return "/".join(map(str, parts)) if sum(c.values()) else "-"
 
     legend = "pass/fail/skip" + ("/error" if show_err else "")
-    table = [[legend, *dtypes]] + [[k, *(cell(k, d) for d in dtypes)] for k in keys]
+    table = [[legend, *map(printable, dtypes)]] + [
+        [printable(k), *(cell(k, d) for d in dtypes)] for k in keys]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table]
     return "\n".join(line.rstrip() for line in lines)
@@ -196,7 +245,7 @@ def problems(rows: Sequence[Row], limit: int = 20) -> list[str]:
     """One line per fail/error (first `limit`), then skip reasons grouped."""
     bad = [r for r in rows if r.status in ("fail", "error")]
     lines = [
-        f"{r.status.upper()} {r.label} {r.dtype} {r.case} {r.quantity}: {r.reason}"
+        printable(f"{r.status.upper()} {r.label} {r.dtype} {r.case} {r.quantity}: {r.reason}")
         for r in bad[:limit]
     ]
     if len(bad) > limit:
@@ -204,5 +253,5 @@ def problems(rows: Sequence[Row], limit: int = 20) -> list[str]:
     skips = Counter(
         (r.label, r.reason) for r in rows if r.status == "skip"
     )
-    lines += [f"skip {k} x{n}: {why}" for (k, why), n in skips.items()]
+    lines += [printable(f"skip {k} x{n}: {why}") for (k, why), n in skips.items()]
     return lines

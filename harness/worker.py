@@ -1,10 +1,12 @@
 """The worker process: runs one framework's cells and streams raw results back.
 
 It is the only place a framework is imported during `verify`. The orchestrator starts it
-as `python -m harness.worker FD`: a fresh interpreter (no inherited CUDA or XLA state; a
-crash here cannot corrupt the orchestrator; the caller's `__main__` is never re-imported,
-as multiprocessing's spawn would), stdout and stderr going to a log file from its first
-instruction, the job (a pickled `Job`) on stdin, and messages back on the pipe FD:
+as `python -I -c BOOT FD JOBFILE PATH...` (see orchestrator._BOOT): a fresh, isolated
+interpreter (no inherited CUDA or XLA state; a crash here cannot corrupt the orchestrator;
+the caller's `__main__` is never re-imported, as multiprocessing's spawn would; the
+current directory is not on its import path) whose import path is the orchestrator's,
+stdout and stderr going to a log file from its first instruction, the job (a pickled
+`Job`) in JOBFILE, and messages back on the pipe FD:
 
     {"event": "hello", "version": str, "flags": str}  # flags: the precision settings
     {"event": "cell", "index": int, "status": "ok" | "skip" | "error",
@@ -23,7 +25,6 @@ import faulthandler
 import os
 import pickle
 import signal
-import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -51,7 +52,7 @@ class Job:
     pin_precision: bool
     tasks: list[Task]
     seed: int
-    sys_path: list[str]  # the orchestrator's, so plugin modules import here too
+    sys_path: list[str]  # the orchestrator's (less the cwd), so plugin modules import here too
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,11 @@ def serve(job: Job, conn: Connection) -> None:
     # A fatal signal (segfault in a framework) leaves a Python traceback in the log, which
     # the orchestrator quotes in the cell's error.
     faulthandler.enable()
-    # Ctrl-C reaches the whole process group; the orchestrator decides what stops, and a
-    # worker dying of SIGINT first would record its cell as an error instead of "not run".
+    # Ctrl-C (and a closed terminal's SIGHUP) reaches the whole process group; the
+    # orchestrator decides what stops, and a worker dying of the signal first would record
+    # its cell as an error instead of "not run".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     try:
@@ -104,13 +107,9 @@ def serve(job: Job, conn: Connection) -> None:
     conn.close()
 
 
-def main() -> None:
-    """`python -m harness.worker FD`: the job on stdin, messages on the pipe FD."""
-    conn = Connection(int(sys.argv[1]), readable=False)
-    job: Job = pickle.loads(sys.stdin.buffer.read())
-    sys.path[:0] = [p for p in job.sys_path if p not in sys.path]
+def main(fd: int, job_file: str) -> None:
+    """The job from `job_file`, messages on the pipe `fd` (sys.path is already the job's)."""
+    conn = Connection(fd, readable=False)
+    with open(job_file, "rb") as f:
+        job: Job = pickle.load(f)
     serve(job, conn)
-
-
-if __name__ == "__main__":
-    main()

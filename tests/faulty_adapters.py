@@ -80,3 +80,23 @@ FAULT_BY_ROWS = {
 
 def _case_of(inputs: Inputs) -> str:
     return FAULT_BY_ROWS.get(inputs.x.shape[0], "ok")
+
+
+class Hostile(NumpyAdapter):
+    """Faults of issue 10: a worker frozen in the middle of sending its result, and a
+    reason holding what terminals, CSV, XML and ASCII locales choke on."""
+
+    name = "hostile"
+
+    def run(self, inputs: Inputs, device: str) -> dict[str, np.ndarray]:
+        rows = inputs.x.shape[0]
+        if rows == 16:  # frozen mid-send: a message header promising 1 MB, then SIGSTOP
+            import struct
+            import sys
+
+            fd = int(sys.argv[1])  # the worker's pipe (python -m harness.worker FD, or
+            os.write(fd, struct.pack("!i", 1 << 20) + b"\x80" * 4096)  # the -I boot)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if rows == 17:
+            raise ValueError("=planted \u2264 \x1b[31mred\x1b[0m \udc80 <b>&</b>\nline 2")
+        return super().run(inputs, device)

@@ -15,6 +15,9 @@ import pytest
 
 from harness import store
 from harness.cli import main
+from harness.config import parse
+from harness.plan import plan
+from harness.results import Row
 from tests.test_registry import fake_entry_points
 
 PLUGINS = {
@@ -121,6 +124,9 @@ eps = tuple(importlib.metadata.EntryPoint(name=n, value=v, group="harness.adapte
             for n, v in {plugins!r}.items())
 importlib.metadata.entry_points = lambda **kw: eps if kw.get("group") == "harness.adapters" else ()
 from harness.cli import main
+from harness.config import parse
+from harness.plan import plan
+from harness.results import Row
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -131,6 +137,12 @@ def orchestrator(*argv: str, **kw) -> subprocess.Popen[str]:  # type: ignore[no-
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=Path(__file__).resolve().parents[1], **kw,
     )
+
+
+def kept_cells(folder: Path) -> dict[tuple[str, ...], list[Row]]:
+    """The finished cells of the run in `folder`, read as `--resume` reads them."""
+    cfg, record = store.load_config(folder, (*PLUGINS, "numpy"))
+    return dict(store.read_cells(folder, record.fingerprint, plan(cfg)))
 
 
 def wait_for_cells(partial: Path, n: int, proc: subprocess.Popen[str]) -> None:
@@ -163,7 +175,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     wait_for_cells(cut / store.PARTIAL_FILE, 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    kept = store.read_cells(cut)
+    kept = kept_cells(cut)
     assert 5 <= len(kept) < 2 * len(SLOW_CASES) * 2
     assert not (cut / "verify.csv").exists()
 
@@ -186,7 +198,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert f"Resume with: matmul-harness verify --resume {tmp_path / 'o'}" in err
     assert "Traceback" not in err
-    kept = store.read_cells(tmp_path / "o")
+    kept = kept_cells(tmp_path / "o")
     assert kept and all(r.status in ("pass", "skip") for rows in kept.values() for r in rows)
     resumed = orchestrator("verify", "--resume", str(tmp_path / "o"))
     assert resumed.wait(timeout=120) == 0
@@ -203,11 +215,17 @@ def test_torn_last_line_is_run_again(tmp_path: Path, plugins, capsys) -> None:  
     from harness.results import read_csv
 
     cells = group_cells(read_csv(tmp_path / "o" / "verify.csv"))
-    lines = [store.line(rows) for rows in cells.values()]
+    run = store.load_config(tmp_path / "o", ("numpy",))[1].fingerprint
+    lines = [store.line(rows, run) for rows in cells.values()]
     (tmp_path / "o" / store.PARTIAL_FILE).write_text(lines[0] + lines[1] + lines[2][:40])
     (tmp_path / "o" / "verify.csv").unlink()
     assert main(["verify", "--resume", str(tmp_path / "o")]) == 0
     assert _table(tmp_path / "o" / "verify.csv") == whole
+
+
+def _recorded(folder: Path) -> None:
+    store.save_config(folder, parse({"cases": [{"name": "a", "x": [2], "w": [2]}]}, "t",
+                                    ("numpy",)))
 
 
 @pytest.mark.parametrize(("setup", "message"), [
@@ -215,10 +233,11 @@ def test_torn_last_line_is_run_again(tmp_path: Path, plugins, capsys) -> None:  
     (lambda d: (d / "config.json").write_text("{not json"), "config.json: corrupt run config"),
     (lambda d: (d / "config.json").write_text(json.dumps({"cases": [], "x": 1})),
      "unknown key 'x'"),
-    (lambda d: ((d / "config.json").write_text(json.dumps(
+    (lambda d: (_recorded(d), (d / store.PARTIAL_FILE).write_text('{"a": 1}\n{"b": 2}\n')),
+     "verify.partial.jsonl: line 1 is not a cell record of this run"),
+    (lambda d: (d / "config.json").write_text(json.dumps(
         {"cases": [{"name": "a", "x": [2], "w": [2]}]})),
-        (d / store.PARTIAL_FILE).write_text('{"a": 1}\n{"b": 2}\n')),
-     "verify.partial.jsonl: line 1 is not a matmul-harness cell record"),
+     "config.json: no record of the run's identity"),
 ])
 def test_corrupt_or_foreign_resume_folder_exits_2(tmp_path: Path, capsys, setup,  # type: ignore[no-untyped-def]
                                                   message: str) -> None:

@@ -53,6 +53,8 @@ def build_report(result_dirs: Sequence[Path], out_dir: Path, *, baseline: str = 
         keep_trailing_newline=True,
     )
     md_env.filters["md_table"] = tb.markdown
+    md_env.filters["md"] = tb.md_text  # every value in report.md.j2 goes through one
+    md_env.filters["html"] = tb.html_text
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write(html_path, env.get_template("report.html.j2").render(**context))

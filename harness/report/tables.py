@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report import analysis as an
+from harness.results import printable
 
 TIMES = "\u00d7"  # the multiplication sign of "2.5x" speedups and "x54" counts
 MD_STATUS = {"pass": "✅", "fail": "❌", "skip": "⏭️", "error": "💥"}
@@ -198,8 +199,32 @@ def precision_notes(table: pd.DataFrame) -> list[str]:
 # --- Markdown ----------------------------------------------------------------------------
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+# What in a name or reason could make Markdown do something: raw HTML (`<img onerror>`,
+# `</details>` closing a fold early), links and images (`[x](javascript:...)`), table
+# columns (`|`); backslashes first, so the escapes added stay escapes. Emphasis and code
+# spans only change how text looks, and our own notes use backticks: left as is.
+_MD = str.maketrans({"\\": "\\\\", "<": "&lt;", ">": "&gt;", "&": "&amp;", "[": "\\[",
+                     "]": "\\]", "|": "\\|"})
+_HTML = str.maketrans({"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"})
+
+
+def _one_line(text: object) -> str:
+    """`text` on one line: newlines become spaces, other control characters are shown
+    escaped (`\\x1b`)."""
+    return printable(" ".join(str(text).splitlines()))
+
+
+def md_text(text: object) -> str:
+    """Any text for a Markdown line or table cell: one line, inert (see _MD)."""
+    return _one_line(text).translate(_MD)
+
+
+def html_text(text: object) -> str:
+    """Any text for raw HTML in the Markdown report (`<summary>`): one line, escaped."""
+    return _one_line(text).translate(_HTML)
+
+
+_md_escape = md_text
 
 
 def markdown(table: Table) -> str:
@@ -214,10 +239,11 @@ def markdown(table: Table) -> str:
              "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
     body = "\n".join(lines)
-    foot = "".join(f"\n\n{line}" for line in table.foot)
+    foot = "".join(f"\n\n{md_text(line)}" for line in table.foot)
     if table.details:
-        return f"<details><summary>{table.caption}</summary>\n\n{body}\n\n</details>{foot}"
-    return f"{table.caption}\n\n{body}{foot}"
+        return (f"<details><summary>{html_text(table.caption)}</summary>\n\n{body}\n\n"
+                f"</details>{foot}")
+    return f"{md_text(table.caption)}\n\n{body}{foot}"
 
 
 def markdown_all(tables: Sequence[Table]) -> str:
