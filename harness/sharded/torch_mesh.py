@@ -1,0 +1,147 @@
+"""torch on a device mesh: DTensor (`distribute_tensor` + `torch.matmul`), `.backward()`.
+
+Runs SPMD in every rank of a gloo (CPU) or NCCL (GPU) process group that
+`harness.mesh_worker` starts; every rank calls `run` with the same arguments, rank 0
+returns the `Result`. Collectives are counted with DTensor's `CommDebugMode`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from harness.mesh import LAYOUTS, Spec, spec_of
+from harness.sharded import Result
+
+
+def init(rank: int, world: int, store_file: str, timeout_s: float) -> Any:
+    """Join the process group (gloo on CPU); returns the torch module."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # P ranks share the cores
+    torch.set_float32_matmul_precision("highest")
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    return torch
+
+
+class TorchMesh:
+    def __init__(self, torch: Any) -> None:
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+        from torch.distributed.tensor.debug import CommDebugMode
+
+        self.torch, self.dist = torch, dist
+        self.init_device_mesh, self.distribute_tensor = init_device_mesh, distribute_tensor
+        self.Replicate, self.Shard, self.CommDebugMode = Replicate, Shard, CommDebugMode
+        self._meshes: dict[tuple[tuple[int, ...], tuple[str, ...]], Any] = {}
+
+    def version(self) -> str:
+        return str(self.torch.__version__)
+
+    def _placements(self, spec: Spec, ndim: int) -> list[Any]:
+        """DTensor placements (one per mesh dim) of a per-tensor-dim spec."""
+        return [self.Shard(spec.index(i)) if i in spec else self.Replicate()
+                for i in range(ndim)]
+
+    def _to_torch(self, a: np.ndarray) -> Any:
+        torch = self.torch
+        if a.dtype.name == "bfloat16":  # torch.from_numpy knows no ml_dtypes; exact round trip
+            return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+        return torch.from_numpy(np.array(a, copy=True))
+
+    def _to_numpy(self, t: Any) -> np.ndarray:
+        import ml_dtypes
+
+        t = t.detach().cpu()
+        if t.dtype == self.torch.bfloat16:
+            return np.asarray(t.float().numpy().astype(ml_dtypes.bfloat16))
+        return np.asarray(t.numpy())
+
+    def run(self, api: str, layout_name: str, shape: tuple[int, ...], axes: tuple[str, ...],
+            x: np.ndarray, w: np.ndarray, g: np.ndarray, bug: str = "") -> Result | None:
+        if api != "dtensor":
+            raise ValueError(f"unknown torch mesh api {api!r}; allowed: dtensor")
+        rank = self.dist.get_rank()
+        if bug == "hang" and rank == 1:
+            time.sleep(10**6)
+        if bug == "crash" and rank == 1:
+            os._exit(3)
+        layout = LAYOUTS[layout_name]
+        key = (shape, axes)
+        if key not in self._meshes:
+            self._meshes[key] = self.init_device_mesh("cpu", shape, mesh_dim_names=axes)
+        mesh = self._meshes[key]
+        place = {q: self._placements(spec_of(layout, q), len(shape)) for q in ("Y", "dX", "dW")}
+        xd = self.distribute_tensor(self._to_torch(x), mesh, place["dX"]).requires_grad_(True)
+        wd = self.distribute_tensor(self._to_torch(w), mesh, place["dW"]).requires_grad_(True)
+        gd = self.distribute_tensor(self._to_torch(g), mesh, place["Y"])
+        comm = self.CommDebugMode()
+        with comm:
+            # DTensor leaves a K-sharded product Partial; the layout's Y placement (an
+            # all-reduce for the row layout) is part of the computation under test.
+            y = self.torch.matmul(xd, wd).redistribute(mesh, place["Y"])
+            y.backward(gd)
+            results = {"Y": y, "dX": xd.grad, "dW": wd.grad}
+            carried = {q: _fmt(r.placements) for q, r in results.items() if r is not None}
+            for q in ("dX", "dW"):
+                # DTensor leaves the gradient of a replicated operand Partial(sum): the
+                # all-reduce is deferred to the next redistribute (as DDP/FSDP do it).
+                # That is the promise kept late; any other placement is a problem.
+                if results[q] is not None and _deferred(results[q].placements, place[q]):
+                    results[q] = results[q].redistribute(mesh, place[q])
+        counts = comm.get_comm_counts()
+        problems: list[str] = []
+        for q, r in results.items():
+            problems += self._placement(q, r, place[q], mesh)
+        full = {q: self._to_numpy(r.full_tensor()) for q, r in results.items()}  # collective
+        if rank != 0:
+            return None
+        return Result(
+            outputs=full,
+            placement=problems,
+            collectives=" ".join(f"{getattr(k, '__name__', str(k))}={v}"
+                                 for k, v in counts.items() if v) or "none",
+            shardings=" ".join(f"{q}={p}" for q, p in carried.items()),
+        )
+
+    def _placement(self, q: str, r: Any, want: list[Any], mesh: Any) -> list[str]:
+        """Placements as promised, and copies of each shard equal bitwise across ranks."""
+        problems = []
+        if r is None:
+            return [f"{q}: no gradient was computed"]
+        if list(r.placements) != want:
+            problems.append(f"{q}: placements {_fmt(r.placements)}, the layout promises "
+                            f"{_fmt(want)}")
+        coord = mesh.get_coordinate()
+        shard_key = tuple(c for c, p in zip(coord, r.placements, strict=True) if p.is_shard())
+        local = self._to_numpy(r.to_local()).astype(np.float64)
+        gathered: list[Any] = [None] * self.dist.get_world_size()
+        self.dist.all_gather_object(gathered, (shard_key, local))
+        first: dict[tuple[int, ...], np.ndarray] = {}
+        for k, a in gathered:
+            if k in first and not np.array_equal(first[k], a, equal_nan=True):
+                diff = float(np.max(np.abs(first[k] - a))) if a.shape == first[k].shape else math.nan
+                problems.append(f"{q}: replicas of shard {k} disagree (max difference {diff:.3g})")
+                break
+            first.setdefault(k, a)
+        return problems
+
+
+def _deferred(got: Any, want: list[Any]) -> bool:
+    """Placements that differ from `want` only by Partial where Replicate is promised."""
+    pairs = list(zip(got, want, strict=True))
+    return any(p != w for p, w in pairs) and all(
+        p == w or (p.is_partial() and w.is_replicate()) for p, w in pairs)
+
+
+def _fmt(placements: Any) -> str:
+    return "(" + ",".join(str(p) for p in placements) + ")"
