@@ -84,6 +84,13 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+    deadline = time.monotonic() + 10  # SIGKILL is asynchronous: see the ranks gone too
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _groups(cells: Sequence[MeshCell]) -> list[tuple[str, int, list[tuple[int, MeshCell]]]]:
