@@ -24,7 +24,6 @@ from typing import Any
 
 from harness.cases import Case
 from harness.config import ConfigError, read_yaml, seconds
-from harness.dtypes import DTYPES
 from harness.tolerance import BoundParams, params
 
 Spec = tuple[int | None, int | None]  # per dim of a 2-D operand: mesh axis index or None
@@ -193,7 +192,8 @@ def _meshes(value: Any, src: str) -> tuple[Mesh, ...]:
                 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)):
             raise _fail(where, "shape must be a list of 1 or 2 positive integers", shape)
         if (not isinstance(axes, list) or len(axes) != len(shape)
-                or any(not isinstance(a, str) or not a for a in axes) or len(set(axes)) < len(axes)):
+                or any(not isinstance(a, str) or not a for a in axes)
+                or len(set(axes)) < len(axes)):
             raise _fail(where, f"axes must be {len(shape)} distinct names, one per dim", axes)
         out.append(Mesh(name, tuple(shape), tuple(axes)))
     return tuple(out)

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -89,8 +90,16 @@ def serve(job: MeshJob, rank: int, store: str, conn: Connection | None,
         if conn is None:
             continue
         gone = dead()
-        if gone and msg.get("status") == "error":
-            msg["reason"] = f"{gone}; {msg['reason']}"
+        if job.framework == "torch" and msg.get("status") == "error":
+            # A failed collective leaves the ranks out of step: the group is done. A peer
+            # that died is the likely cause; its exit can lag the error rank 0 sees.
+            for _ in range(50):
+                gone = gone or dead()
+                if gone:
+                    break
+                time.sleep(0.1)
+            msg["reason"] = f"{gone}; {msg['reason']}" if gone else msg["reason"]
+            gone = gone or "a collective failed"
         conn.send(msg)
         if gone:
             conn.send({"event": "restart", "reason": gone})

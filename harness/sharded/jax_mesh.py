@@ -169,8 +169,9 @@ class JaxMesh:
             where = repr(s.index)
             data = np.asarray(s.data)
             if where in copies and not np.array_equal(copies[where], data, equal_nan=True):
+                diff = np.abs(copies[where].astype(np.float64) - data.astype(np.float64))
                 problems.append(f"{q}: replicas of shard {where} disagree (max difference "
-                                f"{float(np.max(np.abs(copies[where].astype(np.float64) - data.astype(np.float64)))):.3g})")
+                                f"{float(np.max(diff)):.3g})")
                 break
             copies.setdefault(where, data)
         return problems

@@ -129,7 +129,8 @@ class TorchMesh:
         first: dict[tuple[int, ...], np.ndarray] = {}
         for k, a in gathered:
             if k in first and not np.array_equal(first[k], a, equal_nan=True):
-                diff = float(np.max(np.abs(first[k] - a))) if a.shape == first[k].shape else math.nan
+                same = a.shape == first[k].shape
+                diff = float(np.max(np.abs(first[k] - a))) if same else math.nan
                 problems.append(f"{q}: replicas of shard {k} disagree (max difference {diff:.3g})")
                 break
             first.setdefault(k, a)
