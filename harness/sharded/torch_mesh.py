@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.mesh import LAYOUTS, Spec, spec_of
+from harness.mesh import LAYOUTS, Layout, Spec, spec_of
 from harness.sharded import Result
 
 
@@ -68,8 +68,8 @@ class TorchMesh:
 
     def run(self, api: str, layout_name: str, shape: tuple[int, ...], axes: tuple[str, ...],
             x: np.ndarray, w: np.ndarray, g: np.ndarray, bug: str = "") -> Result | None:
-        if api != "dtensor":
-            raise ValueError(f"unknown torch mesh api {api!r}; allowed: dtensor")
+        if api not in ("dtensor", "manual"):
+            raise ValueError(f"unknown torch mesh api {api!r}; allowed: dtensor, manual")
         rank = self.dist.get_rank()
         if bug == "hang" and rank == 1:
             time.sleep(10**6)
@@ -80,6 +80,8 @@ class TorchMesh:
         if key not in self._meshes:
             self._meshes[key] = self.init_device_mesh("cpu", shape, mesh_dim_names=axes)
         mesh = self._meshes[key]
+        if api == "manual":
+            return self._manual(LAYOUTS[layout_name], mesh, axes, x, w, g, bug)
         place = {q: self._placements(spec_of(layout, q), len(shape)) for q in ("Y", "dX", "dW")}
         xd = self.distribute_tensor(self._to_torch(x), mesh, place["dX"]).requires_grad_(True)
         wd = self.distribute_tensor(self._to_torch(w), mesh, place["dW"]).requires_grad_(True)
@@ -113,6 +115,56 @@ class TorchMesh:
             shardings=" ".join(f"{q}={p}" for q, p in carried.items()),
         )
 
+    def _manual(self, layout: Layout, mesh: Any, axes: tuple[str, ...], x: np.ndarray,
+                w: np.ndarray, g: np.ndarray, bug: str) -> Result | None:
+        torch, dist = self.torch, self.dist
+        all_reduce, copy_to_parallel = _reduce_fn(torch, dist)
+        coord = list(mesh.get_coordinate())
+        shape = mesh.mesh.shape
+        if bug == "rolled":  # this rank takes its neighbour's shard along the first axis
+            coord[0] = (coord[0] + 1) % shape[0]
+
+        def local(a: np.ndarray, spec: Spec) -> np.ndarray:
+            index = tuple(slice(None) if s is None else
+                          slice(coord[s] * (d // shape[s]), (coord[s] + 1) * (d // shape[s]))
+                          for d, s in zip(a.shape, spec, strict=True))
+            return a[index]
+
+        xl = self._to_torch(local(x, layout.x)).requires_grad_(True)
+        wl = self._to_torch(local(w, layout.w)).requires_grad_(True)
+        gl = self._to_torch(local(g, layout.y))
+        comm = self.CommDebugMode()
+        with comm:
+            xin, win = xl, wl
+            # an operand replicated along an axis its gradient's sum is split over
+            for q, t in (("dX", "x"), ("dW", "w")):
+                for a in layout.split.get(q, ()):
+                    group = mesh.get_group(axes[a])
+                    if t == "x":
+                        xin = copy_to_parallel.apply(xin, group, bug == "no_allreduce")
+                    else:
+                        win = copy_to_parallel.apply(win, group, bug == "no_allreduce")
+            y = torch.matmul(xin, win)
+            for a in layout.split.get("Y", ()):
+                y = all_reduce.apply(y, mesh.get_group(axes[a]))
+            y.backward(gl)
+        size = math.prod(shape)
+        dx, dw = xl.grad, wl.grad
+        if bug == "scaled":
+            dx, dw = dx * size, dw * size
+        pieces = {q: (tuple(mesh.get_coordinate()), self._to_numpy(t.detach()))
+                  for q, t in (("Y", y), ("dX", dx), ("dW", dw))}
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, pieces)
+        if dist.get_rank() != 0:
+            return None
+        full = {q: _assemble([p[q] for p in gathered], spec_of(layout, q), shape, ref.shape)
+                for q, ref in (("Y", g), ("dX", x), ("dW", w))}
+        return Result(outputs=full,
+                      collectives=" ".join(f"{getattr(k, '__name__', str(k))}={v}"
+                                           for k, v in comm.get_comm_counts().items() if v)
+                      or "none")
+
     def _placement(self, q: str, r: Any, want: list[Any], mesh: Any) -> list[str]:
         """Placements as promised, and copies of each shard equal bitwise across ranks."""
         problems = []
@@ -135,6 +187,55 @@ class TorchMesh:
                 break
             first.setdefault(k, a)
         return problems
+
+
+def _reduce_fn(torch: Any, dist: Any) -> Any:
+    class AllReduce(torch.autograd.Function):  # type: ignore[misc]
+        """g: all-reduce forward, identity backward (a K-split product)."""
+
+        @staticmethod
+        def forward(ctx: Any, t: Any, group: Any) -> Any:
+            t = t.clone()
+            dist.all_reduce(t, group=group)
+            return t
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            return grad, None
+
+    class CopyToParallel(torch.autograd.Function):  # type: ignore[misc]
+        """f: identity forward, all-reduce backward (an operand replicated across devices
+        whose gradient sums over them); `skip` plants the missing all-reduce."""
+
+        @staticmethod
+        def forward(ctx: Any, t: Any, group: Any, skip: bool) -> Any:
+            ctx.group, ctx.skip = group, skip
+            return t.view_as(t)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            grad = grad.clone()
+            if not ctx.skip:
+                dist.all_reduce(grad, group=ctx.group)
+            return grad, None, None
+
+    return AllReduce, CopyToParallel
+
+
+def _assemble(pieces: list[tuple[tuple[int, ...], np.ndarray]], spec: Spec,
+              mesh_shape: tuple[int, ...], full: tuple[int, ...]) -> np.ndarray:
+    """The full array from every rank's (mesh coordinate, local shard); a replicated
+    piece is taken from the rank with coordinate 0 along the axes it is replicated on."""
+    out = np.zeros(full, dtype=pieces[0][1].dtype)
+    used = [a for a in spec if a is not None]
+    for coord, piece in pieces:
+        if any(c != 0 for i, c in enumerate(coord) if i not in used):
+            continue
+        index = tuple(slice(None) if s is None else
+                      slice(coord[s] * (d // mesh_shape[s]), (coord[s] + 1) * (d // mesh_shape[s]))
+                      for d, s in zip(full, spec, strict=True))
+        out[index] = piece
+    return out
 
 
 def _deferred(got: Any, want: list[Any]) -> bool:
