@@ -3,12 +3,11 @@ workers on 4 simulated devices, and isolation of a group that hangs or dies."""
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -165,6 +164,24 @@ def test_torch_dtensor_row_parallel_passes_and_a_hung_or_dead_rank_costs_its_cel
             os.killpg(pgid, 0)
 
 
-def test_bfloat16_round_trip_is_exact() -> None:
-    a = np.arange(-8, 8, dtype=np.float32).astype(ml_dtypes.bfloat16)
-    assert math.isclose(float(a.astype(np.float32).sum()), -8.0)
+def test_planted_sharding_bugs_are_caught_in_jax() -> None:
+    """Each bug on every layout it applies to, float32 and bfloat16; the control passes."""
+    need("jax")
+    from harness import mesh_selftest
+
+    ts = mesh_selftest.tallies(1, ("jax",))
+    assert {t.bug for t in ts} == set(mesh_selftest.PLANTED)
+    assert [t for t in ts if not t.ok] == []
+    assert sum(t.detected for t in ts if t.bug) == sum(t.trials for t in ts if t.bug) > 0
+    assert all(t.detected == 0 for t in ts if not t.bug)
+
+
+def test_mesh_modules_load_no_framework() -> None:
+    code = ("import sys\n"
+            "import harness.mesh, harness.mesh_run, harness.mesh_worker, harness.mesh_selftest\n"
+            "import harness.sharded.jax_mesh, harness.sharded.torch_mesh\n"
+            "print(','.join(m for m in ('torch', 'jax', 'jaxlib', 'tensorflow') "
+            "if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
