@@ -111,7 +111,7 @@ def run(cfg: MeshConfig, cells: Sequence[MeshCell], on_rows: Callable[[list[Row]
     for framework, devices, todo in _groups(cells):
         pending = deque(todo)
         while pending:
-            if time.monotonic() > end:
+            if time.monotonic() >= end:
                 why = f"timeout: the run's overall limit of {cfg.timeout:g} s was reached"
                 for _, c in pending:
                     on_rows([make_row(c, q, "error", why, "") for q in QUANTITIES])
@@ -144,6 +144,8 @@ def _run_group(cfg: MeshConfig, framework: str, devices: int,
         while pending:
             wait = min(deadline, end) - time.monotonic()
             if wait <= 0 or not conn.poll(wait):
+                if time.monotonic() >= end:  # run() records what is left
+                    return
                 what = f"timeout after {limit:g} s (cell)" if started else (
                     f"timeout after {STARTUP_TIMEOUT_S + limit:g} s (start-up)")
                 _lost(pending, on_rows, what, version, started)
@@ -174,6 +176,9 @@ def _run_group(cfg: MeshConfig, framework: str, devices: int,
             on_rows(rows)
     finally:
         conn.close()
+        if not pending:  # let a finished group tidy up (its temporary store) first
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
         _kill_group(proc)  # also ends ranks left behind by a finished or failed rank 0
         log.close()
 

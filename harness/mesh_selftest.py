@@ -55,7 +55,8 @@ class Tally:
         return not self.applies or self.detected == self.trials
 
 
-def cells(trials: int, frameworks: tuple[str, ...] = FRAMEWORKS) -> list[MeshCell]:
+def cells(trials: int, frameworks: tuple[str, ...] = FRAMEWORKS,
+          dtypes: tuple[str, ...] = DTYPES) -> list[MeshCell]:
     """One cell per bug x layout x dtype x trial; a trial's case name seeds its inputs."""
     return [
         MeshCell(f, "manual", MESHES[lay.ndim], lay.name, dtype,
@@ -64,15 +65,15 @@ def cells(trials: int, frameworks: tuple[str, ...] = FRAMEWORKS) -> list[MeshCel
         for bug in PLANTED
         for lay in LAYOUTS.values()
         if applies(bug, lay)
-        for dtype in DTYPES
+        for dtype in dtypes
         for t in range(trials)
     ]
 
 
 def tallies(trials: int, frameworks: tuple[str, ...] = FRAMEWORKS,
-            cell_timeout: float = 300.0) -> list[Tally]:
-    todo = cells(trials, frameworks)
-    cfg = MeshConfig(frameworks, DTYPES, tuple(MESHES.values()), (), 0, "selftest-mesh",
+            dtypes: tuple[str, ...] = DTYPES, cell_timeout: float = 300.0) -> list[Tally]:
+    todo = cells(trials, frameworks, dtypes)
+    cfg = MeshConfig(frameworks, dtypes, tuple(MESHES.values()), (), 0, "selftest-mesh",
                      cell_timeout, 3600.0)
     rows = verify(cfg, todo, cell_timeout)
     failed = {(r.framework, r.dtype, r.case) for r in rows if r.status != "pass"}
@@ -80,7 +81,7 @@ def tallies(trials: int, frameworks: tuple[str, ...] = FRAMEWORKS,
     for f in frameworks:
         for bug in PLANTED:
             for lay in LAYOUTS.values():
-                for dtype in DTYPES:
+                for dtype in dtypes:
                     mine = [c for c in todo
                             if (c.framework, c.bug, c.layout, c.dtype) == (f, bug, lay.name, dtype)]
                     hit = sum((f, c.dtype, c.label) in failed for c in mine)
@@ -89,7 +90,7 @@ def tallies(trials: int, frameworks: tuple[str, ...] = FRAMEWORKS,
 
 
 def table(ts: list[Tally]) -> str:
-    cols = [f"{lay}/{d}" for lay in LAYOUTS for d in DTYPES]
+    cols = list(dict.fromkeys(f"{t.layout}/{t.dtype}" for t in ts))
     lines = []
     for f in dict.fromkeys(t.framework for t in ts):
         lines.append(f"{f:<22}" + " ".join(c.ljust(len(c)) for c in cols))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.mesh import LAYOUTS, Layout, Spec, parts, spec_of
+from harness.mesh import LAYOUTS, Layout, Spec, spec_of
 from harness.sharded import Result
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
@@ -176,10 +176,3 @@ class JaxMesh:
             copies.setdefault(where, data)
         return problems
 
-
-def split_of(layout_name: str, shape: tuple[int, ...], axes: tuple[str, ...]) -> dict[str, int]:
-    """How many devices each quantity's sum is split across (for messages)."""
-    from harness.mesh import Mesh
-
-    m = Mesh("m", shape, axes)
-    return {q: parts(LAYOUTS[layout_name], m, q) for q in ("Y", "dX", "dW")}
