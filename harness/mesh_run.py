@@ -202,11 +202,18 @@ def _death(proc: subprocess.Popen[bytes], log: Any) -> str:
     return f"{cause}; stderr: {' | '.join(lines[-3:])}" if lines else cause
 
 
-def verify(cfg: MeshConfig, cells: Sequence[MeshCell],
-           cell_timeout: float | None = None) -> list[Row]:
-    """Every cell's rows, in plan order."""
+def verify(cfg: MeshConfig, cells: Sequence[MeshCell], cell_timeout: float | None = None,
+           seen: list[Row] | None = None) -> list[Row]:
+    """Every cell's rows, in plan order; `seen` also gets them as they come (so an
+    interrupted run keeps what finished)."""
     rows: list[Row] = []
-    run(cfg, cells, rows.extend, cell_timeout)
+
+    def keep(new: list[Row]) -> None:
+        rows.extend(new)
+        if seen is not None:
+            seen.extend(new)
+
+    run(cfg, cells, keep, cell_timeout)
     rank = {(c.framework, c.device, c.dtype, c.label): i for i, c in enumerate(cells)}
     return sorted(rows, key=lambda r: rank.get((r.framework, r.device, r.dtype, r.case),
                                                len(rank)))
@@ -229,7 +236,14 @@ def command(*, config: str | None, out_dir: Path, frameworks: Sequence[str] = ()
                   dtypes=tuple(dtypes) or cfg.dtypes)
     limit = None if cell_timeout is None else seconds(cell_timeout, "--cell-timeout")
     cells = mesh.plan(cfg)
-    rows = skipped(cells) + verify(cfg, [c for c in cells if installed(c.framework)], limit)
+    rows, done = skipped(cells), list[Row]()
+    try:
+        rows += verify(cfg, [c for c in cells if installed(c.framework)], limit, done)
+    except KeyboardInterrupt:  # the groups are killed on the way out; keep what finished
+        write_csv(rows + done, out_dir / "verify.csv")
+        print(f"matmul-harness: interrupted; the finished cells are in {out_dir / 'verify.csv'}",
+              file=sys.stderr)
+        return 130
     write_csv(rows, out_dir / "verify.csv")
     print(matrix(rows))
     for line in problems(rows):
