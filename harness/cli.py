@@ -125,7 +125,25 @@ def _parser() -> argparse.ArgumentParser:
                     help="the cell's device (default: %(default)s)")
     rr.add_argument("--out", metavar="FILE",
                     help="where the script goes (default: RESULT_DIR/repro_<cell>.py)")
+    _mesh_parsers(sub)
     return p
+
+
+def _mesh_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`verify-mesh` and `selftest-mesh`: a matmul split across a device mesh."""
+    vm = sub.add_parser("verify-mesh", help="check Y, dX, dW of a matmul sharded across a "
+                                            "device mesh (JAX, torch DTensor)")
+    vm.add_argument("--config", help="mesh YAML (default: the embedded configs/mesh.yaml)")
+    vm.add_argument("--framework", action="append", default=[], metavar="jax|torch")
+    vm.add_argument("--dtype", action="append", default=[], metavar="NAME")
+    vm.add_argument("--out", help="output folder (default: a new folder under results/)")
+    vm.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                    help="a cell running longer ends its worker group: error")
+    sm = sub.add_parser("selftest-mesh", help="planted sharding bugs (missing all-reduce, "
+                                              "scaled gradient, misplaced shard) caught per seed")
+    sm.add_argument("--trials", type=int, default=5, metavar="N",
+                    help="independent seeds per bug, layout and framework (default: %(default)s)")
+    sm.add_argument("--out", help="output folder (default: a new folder under results/)")
 
 
 def _verify_args(v: argparse.ArgumentParser) -> None:
@@ -191,6 +209,18 @@ def _command(args: argparse.Namespace) -> int:
             raise UsageError(f"--trials must be at least 1; received {args.trials}")
         cfg = load(args.config, tuple(registry()))
         return selftest.run(cfg.cases, args.trials, _out_dir(args.out, "selftest"))
+    if args.command == "verify-mesh":
+        from harness import mesh_run  # lazy: keeps `import harness` light
+
+        return mesh_run.command(config=args.config, out_dir=_out_dir(args.out, "mesh"),
+                                frameworks=args.framework, dtypes=args.dtype,
+                                cell_timeout=args.cell_timeout)
+    if args.command == "selftest-mesh":
+        from harness import mesh_selftest
+
+        if args.trials < 1:
+            raise UsageError(f"--trials must be at least 1; received {args.trials}")
+        return mesh_selftest.run(args.trials, _out_dir(args.out, "selftest-mesh"))
     if args.command == "repro":
         from harness.repro import write
 

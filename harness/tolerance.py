@@ -40,6 +40,10 @@ class BoundParams:
 
     k_eff: int  # length of each element's sum
     b_red: int  # broadcast batches summed by a framework that rounds per-batch partials
+    # Devices the sum is split across (harness.mesh): each partial has ceil(k_eff/parts)
+    # terms, so the accumulation term grows with that length; b_red carries the rounding
+    # of the partials and their reduction (docs/sharded.md).
+    parts: int = 1
 
 
 def params(quantity: str, geo: Geometry, *, rounded_partials: bool) -> BoundParams:
@@ -71,7 +75,7 @@ def bound(
     u_in = PRECISION_U_IN[precision] if dtype.name in ("float32", "complex64") else 0.0
     growth = (
         2.0 * u_in
-        + phi(p.k_eff, complex_=dtype.is_complex) * (dtype.u_acc + U_REF)
+        + phi(-(-p.k_eff // max(p.parts, 1)), complex_=dtype.is_complex) * (dtype.u_acc + U_REF)
         + (p.b_red * dtype.u_out if p.b_red > 1 else 0.0)
     )
     out: np.ndarray = (
