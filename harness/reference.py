@@ -7,13 +7,23 @@ A 1-D `X (K,)` is promoted to `(1, K)` and a 1-D `W (K,)` to `(K, 1)`; the added
 removed from `Y`, `G`, `dX` and `dW` again. For real dtypes ᴴ is the plain transpose; for
 complex ones this is the PyTorch/TensorFlow convention (∂L/∂Re + i·∂L/∂Im of a real loss).
 
-`matmul_vjp` works in whatever dtype it is given: the reference calls it in
-float64/complex128 on the rounded inputs, and the numpy adapter calls it in the dtype under
-test (numpy has no autodiff: its backward *is* this formula, which makes it the baseline).
+`matmul_vjp` works in whatever dtype it is given: the numpy adapter calls it in the dtype
+under test (numpy has no autodiff: its backward *is* this formula, which makes it the
+baseline).
+
+Every quantity the harness checks is a sum of products `A·B` (`terms`), broadcast-reduced
+to its operand's shape: Y = X·W, dX = G·Wᴴ, dW = Xᴴ·G, dY = tX·W + X·tW, d2W = Vᴴ·G. The
+reference evaluates exactly those products (one per term, no more), in float64/complex128
+from the rounded inputs, and the same products on magnitudes `|A|·|B|` for the bound's `S`.
+For the sampled check (harness/sampled.py) it evaluates selected rows and columns of them
+and their projections `Q·r = A·(B·r)` and `rᵀ·Q = (rᵀ·A)·B`, which cost O(size), not a
+product. docs/checking-at-scale.md derives what each costs and how exact it is.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,37 +73,243 @@ def matmul_grads(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarra
     return dx.reshape(x.shape), dw.reshape(w.shape)
 
 
+Term = tuple[np.ndarray, np.ndarray]  # (A, B): one product A·B of a quantity
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A quantity as a sum of products, before the broadcast reduction.
+
+    `terms` hold promoted (at least 2-D) operands, `shape` is the promoted shape the sum is
+    reduced to, `final` the quantity's own shape (1-D operands' added dims removed) and
+    `k_sum` the length of each element's sum (inner dim × the batches summed into it).
+    """
+
+    terms: tuple[Term, ...]
+    shape: tuple[int, ...]
+    final: tuple[int, ...]
+
+    @property
+    def k_sum(self) -> int:
+        a = self.terms[0][0]
+        batch = math.prod(np.broadcast_shapes(*(t[0].shape[:-2] for t in self.terms),
+                                              *(t[1].shape[:-2] for t in self.terms)))
+        kept = math.prod(self.shape[:-2])
+        return a.shape[-1] * (batch // kept if kept else 0)
+
+
+def _promote(inputs: Inputs, tangents: Tangents | None) -> dict[str, np.ndarray]:
+    """X, W, G (and tX, tW, V) with numpy's 1-D promotion: X (K,) -> (1, K), W (K,) -> (K, 1)."""
+    x, w, g = inputs.x, inputs.w, inputs.g
+    out = {"x": x[None, :] if x.ndim == 1 else x, "w": w[:, None] if w.ndim == 1 else w}
+    if x.ndim == 1:
+        g = np.expand_dims(g, -2 if w.ndim > 1 else 0)
+    if w.ndim == 1:
+        g = np.expand_dims(g, -1)
+    out["g"] = g
+    if tangents is not None:
+        tx, tw, v = tangents.tx, tangents.tw, tangents.v
+        out["tx"] = tx[None, :] if tx.ndim == 1 else tx
+        out["tw"] = tw[:, None] if tw.ndim == 1 else tw
+        out["v"] = v[None, :] if v.ndim == 1 else v
+    return out
+
+
+def terms(quantity: str, inputs: Inputs, tangents: Tangents | None = None) -> Terms:
+    """The products whose broadcast-reduced sum is `quantity` (Y, dX, dW, dY or d2W).
+
+    The formulas of every quantity are here and nowhere else. d2W is dW's formula with V in
+    place of X: h(W) = Re⟨G·Wᴴ, V⟩ is linear in conj(W), and its gradient
+    (∂/∂Re W + i·∂/∂Im W) is Vᴴ·G, broadcast-reduced to W.
+    """
+    p = _promote(inputs, tangents if quantity in ("dY", "d2W") else None)
+    x, w, g = p["x"], p["w"], p["g"]
+    y2 = g.shape
+    if quantity == "Y":
+        return Terms(((x, w),), y2, np.shape(inputs.g))
+    if quantity == "dX":
+        return Terms(((g, _mH(w)),), x.shape, inputs.x.shape)
+    if quantity == "dW":
+        return Terms(((_mH(x), g),), w.shape, inputs.w.shape)
+    if tangents is None:
+        raise ValueError(f"{quantity} needs the tangents; received none")
+    if quantity == "dY":
+        return Terms(((p["tx"], w), (x, p["tw"])), y2, np.shape(inputs.g))
+    if quantity == "d2W":
+        return Terms(((_mH(p["v"]), g),), w.shape, inputs.w.shape)
+    raise ValueError(f"unknown quantity {quantity!r}; allowed: {', '.join(PRODUCTS)}")
+
+
+PRODUCTS: tuple[str, ...] = ("Y", "dX", "dW", "dY", "d2W")  # the quantities with a formula
+
+
+def _hi(a: np.ndarray) -> np.ndarray:
+    """`a` in float64 or complex128 (no copy when it already is)."""
+    return np.asarray(a, dtype=np.complex128 if a.dtype.kind == "c" else np.float64)
+
+
+def _reduce(parts: Iterable[np.ndarray], shape: Sequence[int]) -> np.ndarray:
+    total: np.ndarray | None = None
+    for part in parts:
+        r = sum_to_shape(part, tuple(shape))
+        total = r if total is None else total + r
+    assert total is not None
+    return total
+
+
+# Magnitude products run in float32 where that is exact enough: all terms are >= 0, so
+# the float32 sum is within γ_n = n·u/(1 - n·u) (u = 2⁻²⁴, n terms and roundings) of the
+# exact one, and multiplying by 1 + γ_n makes it an upper bound again. Outside these
+# magnitudes (overflow or underflow in float32) the product runs in float64.
+_F32_RANGE = (2.0**-60, 2.0**60)
+
+
+def _f32_ok(arrays: Sequence[np.ndarray]) -> bool:
+    lo, hi = _F32_RANGE
+    for a in arrays:
+        if a.size == 0:
+            continue
+        big = float(np.max(a))
+        nz = a[a > 0]
+        if not math.isfinite(big) or big > hi or (nz.size and float(np.min(nz)) < lo):
+            return False
+    return True
+
+
+def magnitudes(t: Terms, rows: np.ndarray | None = None,
+               cols: np.ndarray | None = None) -> np.ndarray:
+    """`S = Σ |A|·|B|`, broadcast-reduced: an upper bound of each element's Σ|a·b| (float64).
+
+    With `rows` or `cols`, only those rows or columns of the result (axis -2 or -1).
+    """
+    pairs = [(np.abs(_sel(a, rows, -2)), np.abs(_sel(b, cols, -1))) for a, b in t.terms]
+    shape = _sub_shape(t.shape, rows, cols)
+    n = t.k_sum + 3  # the sum's terms, and the rounding of |a| and |b| to float32
+    u = 2.0**-24
+    if n * u < 0.5 and _f32_ok([m for pair in pairs for m in pair]):
+        parts = (np.matmul(a.astype(np.float32), b.astype(np.float32)) for a, b in pairs)
+        s = _reduce(parts, shape).astype(np.float64)
+        s *= 1.0 + n * u / (1.0 - n * u)
+        return s
+    return _reduce((np.matmul(_hi(a), _hi(b)) for a, b in pairs), shape)
+
+
+def values(t: Terms, rows: np.ndarray | None = None,
+           cols: np.ndarray | None = None) -> np.ndarray:
+    """`Σ A·B` broadcast-reduced, in float64/complex128 (only `rows`/`cols` when given)."""
+    shape = _sub_shape(t.shape, rows, cols)
+    return _reduce((np.matmul(_hi(_sel(a, rows, -2)), _hi(_sel(b, cols, -1)))
+                    for a, b in t.terms), shape)
+
+
+def _sel(a: np.ndarray, idx: np.ndarray | None, axis: int) -> np.ndarray:
+    return a if idx is None else np.take(a, idx, axis=axis)
+
+
+def _sub_shape(shape: tuple[int, ...], rows: np.ndarray | None,
+               cols: np.ndarray | None) -> tuple[int, ...]:
+    r = shape[-2] if rows is None else len(rows)
+    c = shape[-1] if cols is None else len(cols)
+    return (*shape[:-2], r, c)
+
+
+# Projections stream the operands through float64 in blocks of about this many bytes, so a
+# projection of an 8192 x 8192 float32 operand never holds it whole in float64.
+BLOCK_BYTES = 32 * 2**20
+
+
+def _blocks(a: np.ndarray, axis: int) -> Iterable[slice]:
+    """Slices of `a` along `axis` whose float64 copies take about BLOCK_BYTES."""
+    n = a.shape[axis]
+    per = max(1, a.size // max(n, 1)) * 16
+    step = max(1, BLOCK_BYTES // per)
+    return (slice(i, min(i + step, n)) for i in range(0, n, step))
+
+
+def matvec(a: np.ndarray, v: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """`a @ v` in float64/complex128 (v: (..., K, 1)), a converted block by block of rows."""
+    out = []
+    for s in _blocks(a, -2):
+        blk = _hi(a[..., s, :])
+        out.append(np.matmul(np.abs(blk) if magnitude else blk, v))
+    return np.concatenate(out, axis=-2) if out else np.matmul(_hi(a), v)
+
+
+def vecmat(v: np.ndarray, a: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """`v @ a` in float64/complex128 (v: (..., 1, P)), a converted block by block of rows."""
+    total: np.ndarray | None = None
+    for s in _blocks(a, -2):
+        blk = _hi(a[..., s, :])
+        part = np.matmul(v[..., :, s], np.abs(blk) if magnitude else blk)
+        total = part if total is None else total + part
+    return total if total is not None else np.matmul(v, _hi(a))
+
+
+def project_right(t: Terms, r: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """`Q·r = Σ A·(B·r)` (r: the last dim's length), as (..., P, 1); `|A|·(|B|·|r|)` with
+    `magnitude`. O(size): two matrix-vector products per term."""
+    col = (np.abs(r) if magnitude else r).reshape(-1, 1)
+    shape = (*t.shape[:-1], 1)
+    return _reduce((matvec(a, matvec(b, col, magnitude), magnitude) for a, b in t.terms),
+                   shape)
+
+
+def project_left(t: Terms, r: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """`rᵀ·Q = Σ (rᵀ·A)·B` (r: the second-to-last dim's length), as (..., 1, Q)."""
+    row = (np.abs(r) if magnitude else r).reshape(1, -1)
+    shape = (*t.shape[:-2], 1, t.shape[-1])
+    return _reduce((vecmat(vecmat(row, a, magnitude), b, magnitude) for a, b in t.terms),
+                   shape)
+
+
+def norms(t: Terms) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per term, the 2-norms of A's rows and of B's columns (float64).
+
+    By Cauchy-Schwarz, `(|A|·|B|)_ij <= ‖A_i,:‖·‖B_:,j‖`: a bound of S that costs O(size).
+    """
+    out = []
+    for a, b in t.terms:
+        ra = np.sqrt(np.concatenate([np.sum(np.abs(_hi(a[..., s, :])) ** 2, axis=-1)
+                                     for s in _blocks(a, -2)], axis=-1)) if a.size else \
+            np.zeros(a.shape[:-1])
+        cb = np.zeros((*b.shape[:-2], b.shape[-1]))
+        for s in _blocks(b, -2):
+            cb = cb + np.sum(np.abs(_hi(b[..., s, :])) ** 2, axis=-2)
+        out.append((ra, np.sqrt(cb)))
+    return out
+
+
 @dataclass(frozen=True)
 class Reference:
     """Exact-ish results (float64/complex128) and the magnitude sums the bound scales with.
 
-    `scale[q]` is `|X|·|W|` for Y, `|G|·|W|ᵀ` for dX and `|X|ᵀ·|G|` for dW, with the same
-    broadcast reductions: the `S` of the Higham bound in NUMERICS.md.
+    `scale[q]` is `|X|·|W|` for Y, `|G|·|W|ᵀ` for dX and `|X|ᵀ·|G|` for dW (and likewise
+    for dY and d2W), with the same broadcast reductions: the `S` of the Higham bound
+    (docs/numerics.md).
     """
 
     values: dict[str, np.ndarray]
     scale: dict[str, np.ndarray]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for d in (self.values, self.scale) for a in d.values())
 
-def _hi(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, dtype=np.complex128 if a.dtype.kind == "c" else np.float64)
 
-
-def reference(inputs: Inputs, tangents: Tangents | None = None) -> Reference:
+def reference(inputs: Inputs, tangents: Tangents | None = None,
+              quantities: Iterable[str] | None = None) -> Reference:
     """The float64/complex128 reference computed from the same rounded inputs.
 
-    With `tangents`, also `dY` (forward mode) and `d2W` (second order). The second-order
-    closed form is dW's formula with V in place of X: h(W) = Re⟨G·Wᴴ, V⟩ is linear in
-    conj(W), and its gradient (∂/∂Re W + i·∂/∂Im W) is Vᴴ·G, broadcast-reduced to W.
+    `quantities` (default Y, dX and dW, plus dY and d2W when `tangents` are given): each
+    costs one float64 product per term for its value and one (float32 where exact enough)
+    for its magnitudes; nothing else is computed.
     """
-    x, w, g = (_hi(a) for a in (inputs.x, inputs.w, inputs.g))
-    ax, aw, ag = np.abs(x), np.abs(w), np.abs(g)
-    values = dict(zip(QUANTITIES, matmul_vjp(x, w, g), strict=True))
-    scale = dict(zip(QUANTITIES, matmul_vjp(ax, aw, ag), strict=True))
-    if tangents is not None:
-        tx, tw, v = (_hi(a) for a in (tangents.tx, tangents.tw, tangents.v))
-        values["dY"] = np.matmul(tx, w) + np.matmul(x, tw)
-        scale["dY"] = np.matmul(np.abs(tx), aw) + np.matmul(ax, np.abs(tw))
-        values["d2W"] = matmul_vjp(v, w, g)[2]
-        scale["d2W"] = matmul_vjp(np.abs(v), aw, ag)[2]
-    return Reference(values=values, scale=scale)
+    wanted = tuple(quantities) if quantities is not None else (
+        QUANTITIES + (("dY", "d2W") if tangents is not None else ()))
+    vals: dict[str, np.ndarray] = {}
+    scale: dict[str, np.ndarray] = {}
+    for q in wanted:
+        t = terms(q, inputs, tangents)
+        vals[q] = values(t).reshape(t.final)
+        scale[q] = magnitudes(t).reshape(t.final)
+    return Reference(values=vals, scale=scale)
