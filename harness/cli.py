@@ -21,7 +21,15 @@ from types import FrameType
 
 from harness import __version__, store
 from harness.adapters import RegistryError, load_target, registry
-from harness.config import PRECISION_MODES, Config, ConfigError, load, seconds, validate_selection
+from harness.config import (
+    PRECISION_MODES,
+    Config,
+    ConfigError,
+    check_name,
+    load,
+    seconds,
+    validate_selection,
+)
 from harness.dtypes import DEVICES, DTYPES
 from harness.orchestrator import Progress, Runner
 from harness.plan import group_cells, in_plan_order, plan
@@ -115,6 +123,10 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="limit for the whole run; cells not done by then are errors "
                         "(default: the config's timeout, 7200)")
+    v.add_argument("--check", metavar="full|sampled|auto",
+                   help="how results are checked: against a full float64 reference, on "
+                        "sampled elements and projections, or auto (sampled for products "
+                        "above 2^30 multiply-adds; default: the config's check, auto)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config=args.config, frameworks=args.framework, devices=args.device,
             dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
             junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
-            timeout=args.timeout,
+            timeout=args.timeout, check=args.check,
         )[0]
     except (ConfigError, RegistryError, UsageError, ResultsFileError) as exc:
         print(f"matmul-harness: error: {exc}", file=sys.stderr)
@@ -243,16 +255,17 @@ def verify(
     cell_timeout: float | None = None,
     timeout: float | None = None,
     prefix: str = "verify",
+    check: str | None = None,
 ) -> tuple[int, Path]:
     """`verify` (and the verify step of `run`): the exit code and the output folder."""
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or precision or out:
+        if config or frameworks or devices or dtypes or precision or out or check:
             raise UsageError(
                 "--resume DIR continues the run recorded in DIR with that run's own config; "
-                "drop --config/--framework/--device/--dtype/--precision/--out"
+                "drop --config/--framework/--device/--dtype/--precision/--out/--check"
             )
         recorded = store.load_config(Path(resume), known)  # first: a typo makes no folder
         out_dir = _out_dir(resume, prefix, "--resume")
@@ -263,6 +276,8 @@ def verify(
     else:
         cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
                       cell_timeout, timeout)
+        if check is not None:
+            cfg = replace(cfg, check=check_name(check, "--check"))
         out_dir = _out_dir(out, prefix)
         store.save_config(out_dir, cfg)
         kept = {}

@@ -32,8 +32,9 @@ from harness import worker
 from harness.adapters import Adapter, RegistryError, load, target_of
 from harness.config import CELL_TIMEOUT_S, Config
 from harness.errors import describe
-from harness.judge import judge, uniform_rows
+from harness.judge import check_of, judge, uniform_rows
 from harness.plan import Cell, in_plan_order, plan
+from harness.refcache import References
 from harness.results import Row
 from harness.worker import Task
 
@@ -83,10 +84,13 @@ class Runner:
     _total: int = 0
     _end: float = float("inf")
     _logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="harness-")))
+    _refs: References | None = None  # one reference per (case, dtype, check), shared
 
     def run(self, cells: Sequence[Cell], total: int | None = None) -> None:
         """Run `cells`; `total` is the whole plan's size when `cells` is what is left."""
         self._done, self._total = self.done_before, total or len(cells)
+        self._refs = References(self.config.seed, spill_dir=self._logdir)
+        self._refs.expect((c.case, c.dtype, check_of(c, self.config.check)) for c in cells)
         if self.total_timeout:
             self._end = time.monotonic() + self.total_timeout
         queue: deque[_Queued] = deque()
@@ -200,8 +204,13 @@ class Runner:
                                f"expected {task.index}")
         if msg["status"] == "ok":
             try:
-                rows = judge(cell, msg["outputs"], msg["errors"], w.adapter, msg["precision"],
-                             w.version, self.config.seed)
+                # the cores no worker is computing on build the reference (a worker with
+                # cells left is computing its next one)
+                busy = sum(1 for a in active if a.pending)
+                with threadpool_limits(limits=max(1, _cores() - busy), user_api="blas"):
+                    rows = judge(cell, msg["outputs"], msg["errors"], w.adapter,
+                                 msg["precision"], w.version, self.config.seed, self._refs,
+                                 self.config.check)
             except Exception as exc:  # e.g. MemoryError building a huge reference
                 rows = uniform_rows(cell, "error", "harness could not check the results: "
                                    f"{describe(exc)}", w.version, w.adapter,
@@ -288,6 +297,14 @@ def verify(
     rows: list[Row] = []
     Runner(config, rows.extend, progress, jobs, cell_timeout, total_timeout).run(cells)
     return in_plan_order(rows, cells)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _tail(path: Path) -> str:

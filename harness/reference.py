@@ -95,7 +95,7 @@ class Terms:
         batch = math.prod(np.broadcast_shapes(*(t[0].shape[:-2] for t in self.terms),
                                               *(t[1].shape[:-2] for t in self.terms)))
         kept = math.prod(self.shape[:-2])
-        return a.shape[-1] * (batch // kept if kept else 0)
+        return int(a.shape[-1]) * (batch // kept if kept else 0)
 
 
 def _promote(inputs: Inputs, tangents: Tangents | None) -> dict[str, np.ndarray]:
@@ -158,8 +158,8 @@ def _reduce(parts: Iterable[np.ndarray], shape: Sequence[int]) -> np.ndarray:
 
 
 # Magnitude products run in float32 where that is exact enough: all terms are >= 0, so
-# the float32 sum is within γ_n = n·u/(1 - n·u) (u = 2⁻²⁴, n terms and roundings) of the
-# exact one, and multiplying by 1 + γ_n makes it an upper bound again. Outside these
+# the float32 sum is within gamma_n = n·u/(1 - n·u) (u = 2⁻²⁴, n terms and roundings) of the
+# exact one, and multiplying by 1 + gamma_n makes it an upper bound again. Outside these
 # magnitudes (overflow or underflow in float32) the product runs in float64.
 _F32_RANGE = (2.0**-60, 2.0**60)
 

@@ -36,6 +36,7 @@ def save_config(out_dir: Path, cfg: Config) -> None:
         "seed": cfg.seed,
         "cell_timeout": cfg.cell_timeout,
         "timeout": cfg.timeout,
+        "check": cfg.check,
         "cases": [{"name": c.name, "x": list(c.x), "w": list(c.w)} for c in cfg.cases],
     }
     atomic_write(out_dir / CONFIG_FILE, json.dumps(data, indent=1) + "\n")

@@ -1,0 +1,136 @@
+"""References shared by every framework and precision mode of a run.
+
+A cell's reference depends only on (case, dtype, seed) and on the check (full or sampled),
+never on the framework or its precision mode, so it is built once and handed to every cell
+that needs it. Quantities are added as they are first asked for (numpy needs no dY or
+d2W; torch does). Memory is bounded: the entries live in a least-recently-used table of at
+most `budget` bytes; an entry pushed out that the plan still needs is written to the run's
+temporary folder and read back when its turn comes, one that no cell still needs is
+dropped. Nothing here imports a framework: the orchestrator builds references itself.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.cases import Case, Inputs, Tangents, make_inputs, make_tangents
+from harness.dtypes import DType
+from harness.reference import magnitudes as magnitude_product
+from harness.reference import terms, values
+from harness.sampled import Sample, sample
+
+Key = tuple[str, tuple[int, ...], tuple[int, ...], str, int, str]
+BUDGET_BYTES = 512 * 2**20  # in memory; the rest of what the plan still needs goes to disk
+
+
+@dataclass
+class Entry:
+    """What judging a cell needs besides its outputs: inputs and per-quantity references."""
+
+    inputs: Inputs
+    tangents: Tangents | None = None
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    scale: dict[str, np.ndarray] = field(default_factory=dict)
+    samples: dict[str, Sample] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [*self.values.values(), *self.scale.values(), self.inputs.x,
+                  self.inputs.w, self.inputs.g]
+        if self.tangents is not None:
+            arrays += [self.tangents.tx, self.tangents.tw, self.tangents.v]
+        return sum(a.nbytes for a in arrays) + sum(s.nbytes for s in self.samples.values())
+
+
+def key(case: Case, dtype: str, seed: int, check: str) -> Key:
+    return (case.name, case.x, case.w, dtype, seed, check)
+
+
+@dataclass
+class References:
+    """The run's references, by (case, dtype, seed, check); see the module docstring."""
+
+    seed: int
+    budget: int = BUDGET_BYTES
+    spill_dir: Path | None = None
+    _mem: OrderedDict[Key, Entry] = field(default_factory=OrderedDict)
+    _uses: Counter[Key] = field(default_factory=Counter)
+    _spilled: dict[Key, Path] = field(default_factory=dict)
+    built: int = 0  # quantities computed (not found): for tests and benchmarks
+
+    def expect(self, items: Iterable[tuple[Case, str, str]]) -> None:
+        """Count the cells (case, dtype, check) the plan will ask for."""
+        for case, dtype, check in items:
+            self._uses[key(case, dtype, self.seed, check)] += 1
+
+    def get(self, case: Case, dtype: DType, check: str, quantities: Iterable[str]) -> Entry:
+        """The entry of (case, dtype, check), with each of `quantities` computed."""
+        k = key(case, dtype.name, self.seed, check)
+        entry = self._mem.pop(k, None) or self._load(k)
+        if entry is None:
+            entry = Entry(make_inputs(case, dtype, self.seed))
+        for q in quantities:
+            have = entry.samples if check == "sampled" else entry.values
+            if q in have:
+                continue
+            if q in ("dY", "d2W") and entry.tangents is None:
+                entry.tangents = make_tangents(case, dtype, self.seed)
+            t = terms(q, entry.inputs, entry.tangents)
+            if check == "sampled":
+                entry.samples[q] = sample(t, _rng(k, q))
+            else:
+                entry.values[q] = values(t).reshape(t.final)
+                entry.scale[q] = magnitude_product(t).reshape(t.final)
+            self.built += 1
+        self._mem[k] = entry
+        self._fit(keep=k)
+        return entry
+
+    def release(self, case: Case, dtype: str, check: str) -> None:
+        """One cell of (case, dtype, check) is judged; forget it once none is left."""
+        k = key(case, dtype, self.seed, check)
+        self._uses[k] -= 1
+        if self._uses[k] <= 0:
+            self._mem.pop(k, None)
+            path = self._spilled.pop(k, None)
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    def _fit(self, keep: Key) -> None:
+        """Push the least recently used entries out until the rest fit in the budget."""
+        total = sum(e.nbytes for e in self._mem.values())
+        for k in list(self._mem):
+            if total <= self.budget:
+                return
+            if k == keep:
+                continue
+            entry = self._mem.pop(k)
+            total -= entry.nbytes
+            if self._uses[k] > 0 and self.spill_dir is not None:
+                path = self.spill_dir / f"ref-{zlib.crc32(repr(k).encode()):08x}.pickle"
+                with path.open("wb") as f:
+                    pickle.dump(entry, f, protocol=pickle.HIGHEST_PROTOCOL)
+                self._spilled[k] = path
+
+    def _load(self, k: Key) -> Entry | None:
+        path = self._spilled.pop(k, None)
+        if path is None:
+            return None
+        with path.open("rb") as f:
+            entry: Entry = pickle.load(f)
+        path.unlink(missing_ok=True)
+        return entry
+
+
+def _rng(k: Key, quantity: str) -> np.random.Generator:
+    """The sampled check's own random rows and vectors, deterministic per cell and quantity."""
+    name, _, _, dtype, seed, _ = k
+    return np.random.default_rng([seed, zlib.crc32(f"{name}\0{dtype}\0{quantity}".encode()),
+                                  2])
