@@ -27,7 +27,7 @@ from harness.reference import terms, values
 from harness.sampled import Sample, sample
 
 Key = tuple[str, tuple[int, ...], tuple[int, ...], str, int, str]
-BUDGET_BYTES = 512 * 2**20  # in memory; the rest of what the plan still needs goes to disk
+BUDGET_BYTES = 64 * 2**20  # in memory; what the plan still needs beyond it goes to disk
 
 
 @dataclass
