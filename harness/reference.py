@@ -170,113 +170,155 @@ def _f32_ok(arrays: Sequence[np.ndarray]) -> bool:
         if a.size == 0:
             continue
         big = float(np.max(a))
-        nz = a[a > 0]
-        if not math.isfinite(big) or big > hi or (nz.size and float(np.min(nz)) < lo):
+        small = float(np.min(a, where=a > 0, initial=np.inf))
+        if not math.isfinite(big) or big > hi or small < lo:
             return False
     return True
 
 
-def magnitudes(t: Terms, rows: np.ndarray | None = None,
-               cols: np.ndarray | None = None) -> np.ndarray:
-    """`S = Σ |A|·|B|`, broadcast-reduced: an upper bound of each element's Σ|a·b| (float64).
-
-    With `rows` or `cols`, only those rows or columns of the result (axis -2 or -1).
-    """
-    pairs = [(np.abs(_sel(a, rows, -2)), np.abs(_sel(b, cols, -1))) for a, b in t.terms]
-    shape = _sub_shape(t.shape, rows, cols)
+def magnitudes(t: Terms) -> np.ndarray:
+    """`S = Σ |A|·|B|`, broadcast-reduced: an upper bound of each element's Σ|a·b| (float64)."""
+    pairs = [(np.abs(a), np.abs(b)) for a, b in t.terms]
     n = t.k_sum + 3  # the sum's terms, and the rounding of |a| and |b| to float32
     u = 2.0**-24
     if n * u < 0.5 and _f32_ok([m for pair in pairs for m in pair]):
         parts = (np.matmul(a.astype(np.float32), b.astype(np.float32)) for a, b in pairs)
-        s = _reduce(parts, shape).astype(np.float64)
+        s = _reduce(parts, t.shape).astype(np.float64)
         s *= 1.0 + n * u / (1.0 - n * u)
         return s
-    return _reduce((np.matmul(_hi(a), _hi(b)) for a, b in pairs), shape)
+    return _reduce((np.matmul(_hi(a), _hi(b)) for a, b in pairs), t.shape)
 
 
-def values(t: Terms, rows: np.ndarray | None = None,
-           cols: np.ndarray | None = None) -> np.ndarray:
-    """`Σ A·B` broadcast-reduced, in float64/complex128 (only `rows`/`cols` when given)."""
-    shape = _sub_shape(t.shape, rows, cols)
-    return _reduce((np.matmul(_hi(_sel(a, rows, -2)), _hi(_sel(b, cols, -1)))
-                    for a, b in t.terms), shape)
+def values(t: Terms) -> np.ndarray:
+    """`Σ A·B` broadcast-reduced, in float64/complex128."""
+    return _reduce((np.matmul(_hi(a), _hi(b)) for a, b in t.terms), t.shape)
 
 
-def _sel(a: np.ndarray, idx: np.ndarray | None, axis: int) -> np.ndarray:
-    return a if idx is None else np.take(a, idx, axis=axis)
-
-
-def _sub_shape(shape: tuple[int, ...], rows: np.ndarray | None,
-               cols: np.ndarray | None) -> tuple[int, ...]:
-    r = shape[-2] if rows is None else len(rows)
-    c = shape[-1] if cols is None else len(cols)
-    return (*shape[:-2], r, c)
-
-
-# Projections stream the operands through float64 in blocks of about this many bytes, so a
-# projection of an 8192 x 8192 float32 operand never holds it whole in float64.
+# The sampled products stream the operands through float64 in blocks of about this many
+# bytes, so an 8192 x 8192 float32 operand is never held whole in float64.
 BLOCK_BYTES = 32 * 2**20
 
 
-def _blocks(a: np.ndarray, axis: int) -> Iterable[slice]:
-    """Slices of `a` along `axis` whose float64 copies take about BLOCK_BYTES."""
-    n = a.shape[axis]
+def blocks(a: np.ndarray) -> Iterable[slice]:
+    """Slices of `a`'s second-to-last axis whose float64 copies take about BLOCK_BYTES."""
+    n = a.shape[-2]
     per = max(1, a.size // max(n, 1)) * 16
     step = max(1, BLOCK_BYTES // per)
     return (slice(i, min(i + step, n)) for i in range(0, n, step))
 
 
-def matvec(a: np.ndarray, v: np.ndarray, magnitude: bool = False) -> np.ndarray:
-    """`a @ v` in float64/complex128 (v: (..., K, 1)), a converted block by block of rows."""
-    out = []
-    for s in _blocks(a, -2):
-        blk = _hi(a[..., s, :])
-        out.append(np.matmul(np.abs(blk) if magnitude else blk, v))
+@dataclass(frozen=True)
+class Sampled:
+    """Rows, columns and projections of one quantity, exact in float64 (see `sampled`).
+
+    `right` is `Q·R` (..., P, p) and `right_mag` `S·1` (..., P, 1); `left` is `Lᵀ·Q`
+    (..., p, Q) and `left_mag` `1ᵀ·S` (..., 1, Q); `norms` per term the 2-norms of A's
+    rows and of B's columns (Cauchy-Schwarz: `(|A|·|B|)_ij <= ‖A_i,:‖·‖B_:,j‖`).
+    """
+
+    rows: np.ndarray
+    rows_mag: np.ndarray
+    cols: np.ndarray
+    cols_mag: np.ndarray
+    right: np.ndarray
+    right_mag: np.ndarray
+    left: np.ndarray
+    left_mag: np.ndarray
+    norms: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray,
+            left: np.ndarray) -> Sampled:
+    """Quantity `t`'s `rows` and `cols` (values and magnitudes S) and its projections on
+    the columns of `right` (Q, p) and `left` (P, p), with `S·1` and `1ᵀ·S`.
+
+    Each term's A is streamed twice and B once, a block of rows at a time in float64:
+    O(size) work and memory besides the row and column products.
+    """
+    if any(a.size == 0 or b.size == 0 for a, b in t.terms):  # degenerate: from the whole
+        full, mag = _hi(values(t)), magnitudes(t)
+        ones_q, ones_p = np.ones((t.shape[-1], 1)), np.ones((1, t.shape[-2]))
+        return Sampled(
+            rows=np.take(full, rows, -2), rows_mag=np.take(mag, rows, -2),
+            cols=np.take(full, cols, -1), cols_mag=np.take(mag, cols, -1),
+            right=np.matmul(full, right), right_mag=np.matmul(mag, ones_q),
+            left=np.matmul(left.T, full), left_mag=np.matmul(ones_p, mag),
+            norms=tuple((np.zeros(a.shape[:-1]), np.zeros((*b.shape[:-2], b.shape[-1])))
+                        for a, b in t.terms))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in Sampled.__dataclass_fields__
+                                          if k != "norms"}
+    norm_pairs = []
+    for a, b in t.terms:
+        a_rows = _hi(np.take(a, rows, axis=-2))
+        b_cols = _hi(np.take(b, cols, axis=-1))
+        la: np.ndarray | None = None  # Lᵀ·A
+        one_a: np.ndarray | None = None  # 1ᵀ·|A|
+        c_val, c_mag, a_sq = [], [], []
+        for s in blocks(a):  # pass 1 over A
+            blk = _hi(a[..., s, :])
+            mag = np.abs(blk)
+            c_val.append(np.matmul(blk, b_cols))
+            c_mag.append(np.matmul(mag, np.abs(b_cols)))
+            part = np.matmul(left[s].T, blk)
+            la = part if la is None else la + part
+            col_sum = mag.sum(axis=-2, keepdims=True)
+            one_a = col_sum if one_a is None else one_a + col_sum
+            a_sq.append(np.sum(mag * mag, axis=-1))
+        br, bm, b_sq = [], [], None
+        l_val = l_mag = r_val = r_mag = None
+        for s in blocks(b):  # the one pass over B
+            blk = _hi(b[..., s, :])
+            mag = np.abs(blk)
+            br.append(np.matmul(blk, right))
+            bm.append(mag.sum(axis=-1, keepdims=True))
+            assert la is not None and one_a is not None
+            terms4 = (np.matmul(la[..., :, s], blk), np.matmul(one_a[..., :, s], mag),
+                      np.matmul(a_rows[..., :, s], blk),
+                      np.matmul(np.abs(a_rows[..., :, s]), mag))
+            l_val = terms4[0] if l_val is None else l_val + terms4[0]
+            l_mag = terms4[1] if l_mag is None else l_mag + terms4[1]
+            r_val = terms4[2] if r_val is None else r_val + terms4[2]
+            r_mag = terms4[3] if r_mag is None else r_mag + terms4[3]
+            sq = np.sum(mag * mag, axis=-2)
+            b_sq = sq if b_sq is None else b_sq + sq
+        b_r, b_m = np.concatenate(br, axis=-2), np.concatenate(bm, axis=-2)
+        q_val, q_mag = [], []
+        for s in blocks(a):  # pass 2 over A
+            blk = _hi(a[..., s, :])
+            q_val.append(np.matmul(blk, b_r))
+            q_mag.append(np.matmul(np.abs(blk), b_m))
+        parts["rows"].append(r_val)  # type: ignore[arg-type]
+        parts["rows_mag"].append(r_mag)  # type: ignore[arg-type]
+        parts["cols"].append(np.concatenate(c_val, axis=-2))
+        parts["cols_mag"].append(np.concatenate(c_mag, axis=-2))
+        parts["right"].append(np.concatenate(q_val, axis=-2))
+        parts["right_mag"].append(np.concatenate(q_mag, axis=-2))
+        parts["left"].append(l_val)  # type: ignore[arg-type]
+        parts["left_mag"].append(l_mag)  # type: ignore[arg-type]
+        norm_pairs.append((np.sqrt(np.concatenate(a_sq, axis=-1)), np.sqrt(b_sq)))
+    p, q = t.shape[-2], t.shape[-1]
+    batch, k = t.shape[:-2], right.shape[1]
+    shapes = {"rows": (*batch, len(rows), q), "rows_mag": (*batch, len(rows), q),
+              "cols": (*batch, p, len(cols)), "cols_mag": (*batch, p, len(cols)),
+              "right": (*batch, p, k), "right_mag": (*batch, p, 1),
+              "left": (*batch, k, q), "left_mag": (*batch, 1, q)}
+    out = {name: _reduce(ps, shapes[name]) for name, ps in parts.items()}
+    return Sampled(**out, norms=tuple(norm_pairs))
+
+
+def matvec(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """`a @ v` in float64/complex128, `a` converted a block of rows at a time."""
+    out = [np.matmul(_hi(a[..., s, :]), v) for s in blocks(a)]
     return np.concatenate(out, axis=-2) if out else np.matmul(_hi(a), v)
 
 
-def vecmat(v: np.ndarray, a: np.ndarray, magnitude: bool = False) -> np.ndarray:
-    """`v @ a` in float64/complex128 (v: (..., 1, P)), a converted block by block of rows."""
+def vecmat(v: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """`v @ a` in float64/complex128, `a` converted a block of rows at a time."""
     total: np.ndarray | None = None
-    for s in _blocks(a, -2):
-        blk = _hi(a[..., s, :])
-        part = np.matmul(v[..., :, s], np.abs(blk) if magnitude else blk)
+    for s in blocks(a):
+        part = np.matmul(v[..., :, s], _hi(a[..., s, :]))
         total = part if total is None else total + part
     return total if total is not None else np.matmul(v, _hi(a))
-
-
-def project_right(t: Terms, r: np.ndarray, magnitude: bool = False) -> np.ndarray:
-    """`Q·r = Σ A·(B·r)` (r: the last dim's length), as (..., P, 1); `|A|·(|B|·|r|)` with
-    `magnitude`. O(size): two matrix-vector products per term."""
-    col = (np.abs(r) if magnitude else r).reshape(-1, 1)
-    shape = (*t.shape[:-1], 1)
-    return _reduce((matvec(a, matvec(b, col, magnitude), magnitude) for a, b in t.terms),
-                   shape)
-
-
-def project_left(t: Terms, r: np.ndarray, magnitude: bool = False) -> np.ndarray:
-    """`rᵀ·Q = Σ (rᵀ·A)·B` (r: the second-to-last dim's length), as (..., 1, Q)."""
-    row = (np.abs(r) if magnitude else r).reshape(1, -1)
-    shape = (*t.shape[:-2], 1, t.shape[-1])
-    return _reduce((vecmat(vecmat(row, a, magnitude), b, magnitude) for a, b in t.terms),
-                   shape)
-
-
-def norms(t: Terms) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per term, the 2-norms of A's rows and of B's columns (float64).
-
-    By Cauchy-Schwarz, `(|A|·|B|)_ij <= ‖A_i,:‖·‖B_:,j‖`: a bound of S that costs O(size).
-    """
-    out = []
-    for a, b in t.terms:
-        ra = np.sqrt(np.concatenate([np.sum(np.abs(_hi(a[..., s, :])) ** 2, axis=-1)
-                                     for s in _blocks(a, -2)], axis=-1)) if a.size else \
-            np.zeros(a.shape[:-1])
-        cb = np.zeros((*b.shape[:-2], b.shape[-1]))
-        for s in _blocks(b, -2):
-            cb = cb + np.sum(np.abs(_hi(b[..., s, :])) ** 2, axis=-2)
-        out.append((ra, np.sqrt(cb)))
-    return out
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,7 @@ import numpy as np
 
 from harness.checks import Outcome, statistics
 from harness.dtypes import DType
-from harness.reference import (
-    Terms,
-    magnitudes,
-    matvec,
-    norms,
-    project_left,
-    project_right,
-    values,
-    vecmat,
-)
+from harness.reference import Sampled, Terms, matvec, sampled, vecmat
 from harness.tolerance import U_REF, BoundParams, bound, phi
 
 NAN = float("nan")
@@ -73,22 +64,17 @@ class Sample:
 
     shape: tuple[int, ...]
     final: tuple[int, ...]
-    k_sum: int
-    rows: np.ndarray
+    rows: np.ndarray  # the sampled rows (axis -2) and columns (axis -1)
     cols: np.ndarray
-    ref_rows: np.ndarray
-    scale_rows: np.ndarray
-    ref_cols: np.ndarray
-    scale_cols: np.ndarray
-    right: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]  # (r, A·(B·r), |A|·(|B|·1))
-    left: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]  # (r, (rᵀA)·B, (1ᵀ|A|)·|B|)
-    norms: tuple[tuple[np.ndarray, np.ndarray], ...]  # per term: ‖A_i,:‖, ‖B_:,j‖
+    right: np.ndarray  # (Q, p) random ±1 columns
+    left: np.ndarray  # (P, p) random ±1 columns
+    ref: Sampled
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.ref_rows, self.scale_rows, self.ref_cols, self.scale_cols,
-                  *(a for p in (*self.right, *self.left) for a in p),
-                  *(a for n in self.norms for a in n)]
+        r = self.ref
+        arrays = [r.rows, r.rows_mag, r.cols, r.cols_mag, r.right, r.right_mag, r.left,
+                  r.left_mag, *(a for n in r.norms for a in n)]
         return sum(a.nbytes for a in arrays)
 
 
@@ -96,18 +82,10 @@ def sample(t: Terms, rng: np.random.Generator) -> Sample:
     """Sampled rows, columns and projections of the quantity `t`, from its inputs."""
     p, q = t.shape[-2], t.shape[-1]
     rows, cols = lines(p, rng), lines(q, rng)
-    right, left = [], []
-    for _ in range(PROJECTIONS):
-        r = rng.choice(np.array([-1.0, 1.0]), q)
-        right.append((r, project_right(t, r), project_right(t, np.ones(q), magnitude=True)))
-        s = rng.choice(np.array([-1.0, 1.0]), p)
-        left.append((s, project_left(t, s), project_left(t, np.ones(p), magnitude=True)))
-    return Sample(
-        shape=t.shape, final=t.final, k_sum=t.k_sum, rows=rows, cols=cols,
-        ref_rows=values(t, rows=rows), scale_rows=magnitudes(t, rows=rows),
-        ref_cols=values(t, cols=cols), scale_cols=magnitudes(t, cols=cols),
-        right=tuple(right), left=tuple(left), norms=tuple(norms(t)),
-    )
+    right = rng.choice(np.array([-1.0, 1.0]), (q, PROJECTIONS))
+    left = rng.choice(np.array([-1.0, 1.0]), (p, PROJECTIONS))
+    return Sample(t.shape, t.final, rows, cols, right, left,
+                  sampled(t, rows, cols, right, left))
 
 
 def _fail(reason: str, err: float = NAN, ratio: float = NAN) -> Outcome:
@@ -127,29 +105,31 @@ def check_sampled(quantity: str, got: np.ndarray, s: Sample, dtype: DType, param
         return _fail(f"{quantity}: dtype {got.dtype}, expected {dtype.numpy}")
     if math.prod(s.shape) == 0:
         return Outcome("pass", "", 0.0, 0.0)
+    ref = s.ref
     g2 = got.reshape(s.shape)
-    if not all(np.isfinite(m).all() for _, _, m in (*s.right, *s.left)):
+    if not (np.isfinite(ref.right_mag).all() and np.isfinite(ref.left_mag).all()):
         return _fail(f"{quantity}: the sampled check needs a finite reference (inputs too "
                      "large for float64); use check: full")
-    bad = _first_nonfinite(g2)
-    if bad is not None:
-        return _fail(f"{quantity}: NaN/Inf at {bad} (got {_num(g2[bad])}); every element "
-                     "of the reference is finite")
-    parts = [_elements(quantity, g2[..., s.rows, :], s.ref_rows, s.scale_rows, dtype,
-                       params, precision, s.rows, -2, s.shape),
-             _elements(quantity, g2[..., :, s.cols], s.ref_cols, s.scale_cols, dtype,
-                       params, precision, s.cols, -1, s.shape)]
-    for r, ref, mag in s.right:
-        parts.append(_projection(quantity, matvec(g2, r.reshape(-1, 1)), ref, mag, dtype,
-                                 params, precision, len(r), "Q·r", "row"))
-    for r, ref, mag in s.left:
-        parts.append(_projection(quantity, vecmat(r.reshape(1, -1), g2), ref, mag, dtype,
-                                 params, precision, len(r), "rᵀ·Q", "column"))
+    got_right = matvec(g2, s.right)  # a NaN/Inf anywhere shows here
+    if not np.isfinite(got_right).all():
+        bad = _first_nonfinite(g2)
+        if bad is not None:
+            return _fail(f"{quantity}: NaN/Inf at {bad} (got {_num(g2[bad])}); every "
+                         "element of the reference is finite")
+    got_rows, got_cols = g2[..., s.rows, :], g2[..., :, s.cols]
+    parts = [_elements(quantity, got_rows, ref.rows, ref.rows_mag, dtype, params, precision,
+                       s.rows, -2, s.shape),
+             _elements(quantity, got_cols, ref.cols, ref.cols_mag, dtype, params, precision,
+                       s.cols, -1, s.shape),
+             _projection(quantity, got_right, ref.right, ref.right_mag, dtype, params,
+                         precision, s.right.shape[0], "Q·r", "row"),
+             _projection(quantity, vecmat(s.left.T, g2), ref.left, ref.left_mag, dtype,
+                         params, precision, s.left.shape[0], "rᵀ·Q", "column")]
     ratio = max(p[0] for p in parts)
     max_err = max(p[1] for p in parts[:2])
-    got_s = np.concatenate([g2[..., s.rows, :].ravel(), g2[..., :, s.cols].ravel()])
-    ref_s = np.concatenate([s.ref_rows.ravel(), s.ref_cols.ravel()])
-    typ = np.concatenate([s.scale_rows.ravel(), s.scale_cols.ravel()]) / math.sqrt(
+    got_s = np.concatenate([got_rows.ravel(), got_cols.ravel()])
+    ref_s = np.concatenate([ref.rows.ravel(), ref.cols.ravel()])
+    typ = np.concatenate([ref.rows_mag.ravel(), ref.cols_mag.ravel()]) / math.sqrt(
         max(params.k_eff, 1))
     bits, beta, sigma = statistics(got_s.astype(ref_s.dtype), ref_s, dtype, typ)
     if ratio <= 1.0:
@@ -199,8 +179,8 @@ def _projection(quantity: str, got: np.ndarray, ref: np.ndarray, mag: np.ndarray
     """(ratio, |err|, reason) of one projection against its projected bound."""
     err = np.abs(got - ref)
     unit = mag / n  # the mean |r_j|·S_ij: ‖r‖₁ = n for ±1 vectors
-    allowed = n * bound(unit, unit, dtype, p, precision) + (
-        2.0 * phi(p.k_eff + n, complex_=dtype.is_complex) * U_REF * mag)
+    allowed = np.broadcast_to(n * bound(unit, unit, dtype, p, precision) + (
+        2.0 * phi(p.k_eff + n, complex_=dtype.is_complex) * U_REF * mag), err.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.divide(err, allowed, out=np.zeros_like(err), where=err != 0)
         ratios[(err != 0) & (allowed == 0)] = np.inf
@@ -223,7 +203,7 @@ def weighted_bound(weight: np.ndarray, s: Sample, dtype: DType, p: BoundParams,
     """
     w = np.abs(np.asarray(weight, np.complex128)).reshape(s.shape)
     total = 0.0
-    for a, b in s.norms:
+    for a, b in s.ref.norms:
         total += float(np.sum(np.matmul(np.matmul(a[..., None, :], w), b[..., :, None])))
     one = bound(np.ones(1), np.ones(1), dtype, BoundParams(p.k_eff, p.b_red), precision)
     eta = p.k_eff * dtype.eta

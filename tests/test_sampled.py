@@ -129,6 +129,31 @@ def test_sampled_element_failure_names_the_real_element() -> None:
     assert o.status == "fail" and f"at ({row}, 7) of (300, 200)" in o.reason
 
 
+@pytest.mark.parametrize("block", [R.BLOCK_BYTES, 2000])  # one block; many small ones
+def test_sampled_products_equal_the_full_ones(block: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(R, "BLOCK_BYTES", block)
+    zero = [Case("k0", (3, 0), (0, 4)), Case("b0", (0, 3, 5), (5, 4))]
+    for case in [*_random_cases(5, 5, 40), *zero]:
+        dt = get("complex64")
+        inp, tan = make_inputs(case, dt, 1), make_tangents(case, dt, 1)
+        for q in PRODUCTS:
+            t = R.terms(q, inp, tan)
+            full, mag = R.values(t), R._reduce(
+                (np.abs(R._hi(a)) @ np.abs(R._hi(b)) for a, b in t.terms), t.shape)
+            rng = np.random.default_rng(0)
+            rows, cols = lines(t.shape[-2], rng), lines(t.shape[-1], rng)
+            right = rng.standard_normal((t.shape[-1], 2))
+            left = rng.standard_normal((t.shape[-2], 2))
+            s = R.sampled(t, rows, cols, right, left)
+            for got, want in ((s.rows, full[..., rows, :]), (s.rows_mag, mag[..., rows, :]),
+                              (s.cols, full[..., :, cols]), (s.cols_mag, mag[..., :, cols]),
+                              (s.right, full @ right), (s.left, left.T @ full),
+                              (s.right_mag, mag.sum(-1, keepdims=True)),
+                              (s.left_mag, mag.sum(-2, keepdims=True))):
+                assert got.shape == want.shape, (case, q)
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_magnitudes_in_float32_bound_the_exact_sum_from_above() -> None:
     for case in [Case("k", (3, 2**16), (2**16, 2)), *_random_cases(4, 3)]:
         for dt in (get("float32"), get("complex128"), get("bfloat16")):
