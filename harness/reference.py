@@ -264,38 +264,32 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray,
             col_sum = mag.sum(axis=-2, keepdims=True)
             one_a = col_sum if one_a is None else one_a + col_sum
             a_sq.append(np.sum(mag * mag, axis=-1))
-        br, bm, b_sq = [], [], None
-        l_val = l_mag = r_val = r_mag = None
+        br, bm = [], []
+        acc: dict[str, np.ndarray] = {}
+        assert la is not None and one_a is not None
         for s in blocks(b):  # the one pass over B
             blk = _hi(b[..., s, :])
             mag = np.abs(blk)
             br.append(np.matmul(blk, right))
             bm.append(mag.sum(axis=-1, keepdims=True))
-            assert la is not None and one_a is not None
-            terms4 = (np.matmul(la[..., :, s], blk), np.matmul(one_a[..., :, s], mag),
-                      np.matmul(a_rows[..., :, s], blk),
-                      np.matmul(np.abs(a_rows[..., :, s]), mag))
-            l_val = terms4[0] if l_val is None else l_val + terms4[0]
-            l_mag = terms4[1] if l_mag is None else l_mag + terms4[1]
-            r_val = terms4[2] if r_val is None else r_val + terms4[2]
-            r_mag = terms4[3] if r_mag is None else r_mag + terms4[3]
-            sq = np.sum(mag * mag, axis=-2)
-            b_sq = sq if b_sq is None else b_sq + sq
+            _add(acc, "left", np.matmul(la[..., :, s], blk))
+            _add(acc, "left_mag", np.matmul(one_a[..., :, s], mag))
+            _add(acc, "rows", np.matmul(a_rows[..., :, s], blk))
+            _add(acc, "rows_mag", np.matmul(np.abs(a_rows[..., :, s]), mag))
+            _add(acc, "b_sq", np.sum(mag * mag, axis=-2))
         b_r, b_m = np.concatenate(br, axis=-2), np.concatenate(bm, axis=-2)
         q_val, q_mag = [], []
         for s in blocks(a):  # pass 2 over A
             blk = _hi(a[..., s, :])
             q_val.append(np.matmul(blk, b_r))
             q_mag.append(np.matmul(np.abs(blk), b_m))
-        parts["rows"].append(r_val)  # type: ignore[arg-type]
-        parts["rows_mag"].append(r_mag)  # type: ignore[arg-type]
+        for name in ("rows", "rows_mag", "left", "left_mag"):
+            parts[name].append(acc[name])
         parts["cols"].append(np.concatenate(c_val, axis=-2))
         parts["cols_mag"].append(np.concatenate(c_mag, axis=-2))
         parts["right"].append(np.concatenate(q_val, axis=-2))
         parts["right_mag"].append(np.concatenate(q_mag, axis=-2))
-        parts["left"].append(l_val)  # type: ignore[arg-type]
-        parts["left_mag"].append(l_mag)  # type: ignore[arg-type]
-        norm_pairs.append((np.sqrt(np.concatenate(a_sq, axis=-1)), np.sqrt(b_sq)))
+        norm_pairs.append((np.sqrt(np.concatenate(a_sq, axis=-1)), np.sqrt(acc["b_sq"])))
     p, q = t.shape[-2], t.shape[-1]
     batch, k = t.shape[:-2], right.shape[1]
     shapes = {"rows": (*batch, len(rows), q), "rows_mag": (*batch, len(rows), q),
@@ -304,6 +298,10 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray,
               "left": (*batch, k, q), "left_mag": (*batch, 1, q)}
     out = {name: _reduce(ps, shapes[name]) for name, ps in parts.items()}
     return Sampled(**out, norms=tuple(norm_pairs))
+
+
+def _add(acc: dict[str, np.ndarray], name: str, part: np.ndarray) -> None:
+    acc[name] = acc[name] + part if name in acc else part
 
 
 def matvec(a: np.ndarray, v: np.ndarray) -> np.ndarray:
