@@ -36,6 +36,7 @@ from harness.judge import check_of, judge, uniform_rows
 from harness.plan import Cell, in_plan_order, plan
 from harness.refcache import References
 from harness.results import Row
+from harness.spill import unspill
 from harness.worker import Task
 
 STARTUP_TIMEOUT_S = 300.0  # importing a framework and finding its devices
@@ -84,7 +85,7 @@ class Runner:
     _total: int = 0
     _end: float = float("inf")
     _logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="harness-")))
-    _refs: References | None = None  # one reference per (case, dtype, check), shared
+    _refs: References = field(default_factory=lambda: References(0))  # set up by run()
 
     def run(self, cells: Sequence[Cell], total: int | None = None) -> None:
         """Run `cells`; `total` is the whole plan's size when `cells` is what is left."""
@@ -154,7 +155,7 @@ class Runner:
         fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=self._logdir)
         log = Path(log_name)
         job = worker.Job(name, target_of(adapter), mode == "pinned", [t for t, _ in todo],
-                         self.config.seed, list(sys.path))
+                         self.config.seed, list(sys.path), spill_dir=str(self._logdir))
         recv, send = os.pipe()
         try:
             # stdout and stderr go to the log from the first instruction, so even a crash
@@ -207,8 +208,9 @@ class Runner:
                 # the cores no worker is computing on build the reference (a worker with
                 # cells left is computing its next one)
                 busy = sum(1 for a in active if a.pending)
-                with threadpool_limits(limits=max(1, _cores() - busy), user_api="blas"):
-                    rows = judge(cell, msg["outputs"], msg["errors"], w.adapter,
+                self._refs.threads = max(1, _cores() - busy)
+                with threadpool_limits(limits=self._refs.threads, user_api="blas"):
+                    rows = judge(cell, unspill(msg["outputs"]), msg["errors"], w.adapter,
                                  msg["precision"], w.version, self.config.seed, self._refs,
                                  self.config.check)
             except Exception as exc:  # e.g. MemoryError building a huge reference

@@ -15,6 +15,7 @@ import pickle
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,20 +33,30 @@ BUDGET_BYTES = 64 * 2**20  # in memory; what the plan still needs beyond it goes
 
 @dataclass
 class Entry:
-    """What judging a cell needs besides its outputs: inputs and per-quantity references."""
+    """What judging a cell needs besides its outputs: inputs and per-quantity references.
 
-    inputs: Inputs
+    `g`, `tx`, `tw` (the adjoint identity's weights) stay; the other inputs are dropped
+    from a sampled entry once its products are built (an 8192 x 8192 case holds them only
+    while building) and drawn again if a later cell asks for a new quantity.
+    """
+
+    inputs: Inputs | None
     tangents: Tangents | None = None
     values: dict[str, np.ndarray] = field(default_factory=dict)
     scale: dict[str, np.ndarray] = field(default_factory=dict)
     samples: dict[str, Sample] = field(default_factory=dict)
+    g: np.ndarray | None = None
+    tx: np.ndarray | None = None
+    tw: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        arrays = [*self.values.values(), *self.scale.values(), self.inputs.x,
-                  self.inputs.w, self.inputs.g]
+        arrays = [*self.values.values(), *self.scale.values()]
+        if self.inputs is not None:
+            arrays += [self.inputs.x, self.inputs.w]
         if self.tangents is not None:
-            arrays += [self.tangents.tx, self.tangents.tw, self.tangents.v]
+            arrays.append(self.tangents.v)
+        arrays += [a for a in (self.g, self.tx, self.tw) if a is not None]
         return sum(a.nbytes for a in arrays) + sum(s.nbytes for s in self.samples.values())
 
 
@@ -64,6 +75,7 @@ class References:
     _uses: Counter[Key] = field(default_factory=Counter)
     _spilled: dict[Key, Path] = field(default_factory=dict)
     built: int = 0  # quantities computed (not found): for tests and benchmarks
+    threads: int = 1  # cores the orchestrator may use now (the caller sets it per cell)
 
     def expect(self, items: Iterable[tuple[Case, str, str]]) -> None:
         """Count the cells (case, dtype, check) the plan will ask for."""
@@ -73,15 +85,13 @@ class References:
     def get(self, case: Case, dtype: DType, check: str, quantities: Iterable[str]) -> Entry:
         """The entry of (case, dtype, check), with each of `quantities` computed."""
         k = key(case, dtype.name, self.seed, check)
-        entry = self._mem.pop(k, None) or self._load(k)
-        if entry is None:
-            entry = Entry(make_inputs(case, dtype, self.seed))
-        for q in quantities:
-            have = entry.samples if check == "sampled" else entry.values
-            if q in have:
-                continue
-            if q in ("dY", "d2W") and entry.tangents is None:
-                entry.tangents = make_tangents(case, dtype, self.seed)
+        entry = self._mem.pop(k, None) or self._load(k) or Entry(None)
+        todo = [q for q in dict.fromkeys(quantities)
+                if q not in (entry.samples if check == "sampled" else entry.values)]
+        if todo or entry.g is None:
+            self._draw(entry, case, dtype, tangents=any(q in ("dY", "d2W") for q in todo))
+        for q in todo:
+            assert entry.inputs is not None
             t = terms(q, entry.inputs, entry.tangents)
             if check == "sampled":
                 entry.samples[q] = sample(t, _rng(k, q))
@@ -89,9 +99,27 @@ class References:
                 entry.values[q] = values(t).reshape(t.final)
                 entry.scale[q] = magnitude_product(t).reshape(t.final)
             self.built += 1
+        if check == "sampled":  # only the adjoint's weights are still needed
+            entry.inputs = entry.tangents = None
         self._mem[k] = entry
         self._fit(keep=k)
         return entry
+
+    def _draw(self, entry: Entry, case: Case, dtype: DType, tangents: bool) -> None:
+        """Draw the inputs (and tangents) the entry lacks; both streams at once when the
+        orchestrator has a core to spare (numpy's generators release the GIL)."""
+        want_t = tangents and entry.tangents is None
+        with ThreadPoolExecutor(1) as pool:
+            later = pool.submit(make_tangents, case, dtype, self.seed) if (
+                want_t and self.threads > 1) else None
+            if entry.inputs is None:
+                entry.inputs = make_inputs(case, dtype, self.seed)
+            if want_t:
+                entry.tangents = later.result() if later else make_tangents(case, dtype,
+                                                                            self.seed)
+        entry.g = entry.inputs.g
+        if entry.tangents is not None:
+            entry.tx, entry.tw = entry.tangents.tx, entry.tangents.tw
 
     def release(self, case: Case, dtype: str, check: str) -> None:
         """One cell of (case, dtype, check) is judged; forget it once none is left."""

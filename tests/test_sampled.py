@@ -78,7 +78,9 @@ def test_sampled_check_passes_correct_results_and_catches_wrong_ones(seed: int) 
     for case in _random_cases(5, seed, 70):
         for dt in DTYPES.values():
             e = References(seed).get(case, dt, "sampled", PRODUCTS)
-            full = R.reference(e.inputs, e.tangents)
+            inp, tan = make_inputs(case, dt, seed), make_tangents(case, dt, seed)
+            assert e.g is not None and np.array_equal(e.g, inp.g)
+            full = R.reference(inp, tan)
             for q in PRODUCTS:
                 p = params(q, case.geometry, rounded_partials=False)
                 right = full.values[q].astype(dt.numpy)
@@ -89,7 +91,7 @@ def test_sampled_check_passes_correct_results_and_catches_wrong_ones(seed: int) 
                 # one element off by more than the projected bound (Σ_j of its row's or
                 # column's bounds, |ref| taken as S), wherever it is, fails
                 sb = bound(full.scale[q], full.scale[q], dt, p).reshape(R.terms(
-                    q, e.inputs, e.tangents).shape)
+                    q, inp, tan).shape)
                 worst = max(float(sb.sum(-1).max()), float(sb.sum(-2).max()))
                 wrong = right.copy().reshape(-1)
                 i = int(np.random.default_rng(seed).integers(wrong.size))
@@ -108,7 +110,7 @@ def test_an_element_outside_the_sample_is_caught_by_the_projections() -> None:
     s = e.samples["Y"]
     i = next(r for r in range(300) if r not in set(s.rows))
     j = next(c for c in range(300) if c not in set(s.cols))
-    y = R.reference(e.inputs, quantities=["Y"]).values["Y"]
+    y = R.reference(make_inputs(case, dt, 0), quantities=["Y"]).values["Y"]
     got = y.astype(np.float32)
     got[i, j] += 5.0  # ~3000x its own bound, ~10x the projected bound (300 of them)
     o = check_sampled("Y", got, s, dt, params("Y", case.geometry, rounded_partials=False))
@@ -122,7 +124,7 @@ def test_sampled_element_failure_names_the_real_element() -> None:
     case, dt = Case("big", (300, 200), (200, 100)), get("float64")
     e = References(0).get(case, dt, "sampled", ["dX"])
     s = e.samples["dX"]
-    dx = R.reference(e.inputs, quantities=["dX"]).values["dX"].copy()
+    dx = R.reference(make_inputs(case, dt, 0), quantities=["dX"]).values["dX"].copy()
     row = int(s.rows[-1])
     dx[row, 7] *= 1 + 1e-9
     o = check_sampled("dX", dx, s, dt, params("dX", case.geometry, rounded_partials=False))
@@ -170,10 +172,11 @@ def test_weighted_bound_is_at_least_the_exact_weighted_bound() -> None:
     for case in _random_cases(5, 4, 100):
         dt = get("complex64")
         e = References(0).get(case, dt, "sampled", ["dX", "dW", "dY"])
-        full = R.reference(e.inputs, e.tangents, ["dX", "dW", "dY"])
-        for q, wt in (("dY", e.inputs.g), ("dX", e.tangents.tx), ("dW", e.tangents.tw)):
+        inp, tan = make_inputs(case, dt, 0), make_tangents(case, dt, 0)
+        full = R.reference(inp, tan, ["dX", "dW", "dY"])
+        for q, wt in (("dY", inp.g), ("dX", tan.tx), ("dW", tan.tw)):
             p = params(q, case.geometry, rounded_partials=False)
-            t = R.terms(q, e.inputs, e.tangents)
+            t = R.terms(q, inp, tan)
             s = R._reduce((np.abs(R._hi(a)) @ np.abs(R._hi(b)) for a, b in t.terms),
                           t.shape).reshape(t.final)  # S exactly, in float64
             weight = np.abs(wt.astype(np.complex128))
@@ -255,3 +258,22 @@ def test_check_key_and_old_files(tmp_path) -> None:  # type: ignore[no-untyped-d
         ["numpy", "cpu", "float32", "a", "2x3", "3x4", "Y", "pass", "", "0", "0.1", "3",
          "ieee", "2.0", "pinned", "24", "24", "0", "", ""]) + "\n")
     assert read_csv(old)[0].check == ""
+
+
+def test_spilled_results_are_mapped_checked_and_leave_no_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from harness import spill
+
+    monkeypatch.setattr(spill, "SPILL_MIN_BYTES", 1000)
+    case, dt = Case("s", (70, 60), (60, 50)), get("float32")
+    inp = make_inputs(case, dt, 0)
+    ref = R.reference(inp, quantities=["Y", "dX"])
+    outputs = {"Y": ref.values["Y"].astype(np.float32), "dX": ref.values["dX"][:1, :1]}
+    sent = spill.spill(outputs, str(tmp_path))
+    assert isinstance(sent["Y"], spill.Spilled) and isinstance(sent["dX"], np.ndarray)
+    got = spill.unspill(sent)
+    assert not list(tmp_path.iterdir())  # unlinked once mapped
+    assert isinstance(got["Y"], np.memmap) and np.array_equal(got["Y"], outputs["Y"])
+    s = References(0).get(case, dt, "sampled", ["Y"]).samples["Y"]
+    o = check_sampled("Y", got["Y"], s, dt, params("Y", case.geometry, rounded_partials=False))
+    spill.release(got["Y"])
+    assert o.status == "pass" and np.array_equal(got["Y"], outputs["Y"])  # still readable
