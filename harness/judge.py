@@ -153,6 +153,7 @@ def judge(
         status, reason, note = _forensics(cell, q, o, dtype, precision, p.k_eff)
         rows.append(make_row(cell, q, status, reason, version, outcome=o, k_eff=p.k_eff,
                              precision=precision, note=note, check=mode))
+    provider.release(cell.case, cell.dtype, mode)
     return rows
 
 

@@ -31,8 +31,9 @@ from threadpoolctl import threadpool_limits
 from harness import worker
 from harness.adapters import Adapter, RegistryError, load, target_of
 from harness.config import CELL_TIMEOUT_S, Config
+from harness.dtypes import get
 from harness.errors import describe
-from harness.judge import check_of, judge, uniform_rows
+from harness.judge import check_of, judge, needed, uniform_rows
 from harness.plan import Cell, in_plan_order, plan
 from harness.refcache import References
 from harness.results import Row
@@ -101,13 +102,14 @@ class Runner:
             if runnable:
                 queue.append(runnable)
         active: list[_Worker] = []
-        # The orchestrator's own products (references) are small and run beside the
-        # workers: one BLAS thread here leaves the cores to the frameworks under test.
+        # The orchestrator's own products (references) run beside the workers: one BLAS
+        # thread per orchestrator thread; References.threads uses the cores left idle.
         blas = threadpool_limits(limits=1, user_api="blas")
         try:
             while queue or active:
                 while queue and len(active) < max(1, self.jobs):
                     active.append(self._start(*queue.popleft()))
+                    self._prefetch(active[-1])
                 self._step(active, queue)
                 if time.monotonic() > self._end:
                     self._expire(active, queue)
@@ -118,6 +120,7 @@ class Runner:
         finally:
             for w in active:
                 self._stop(w)
+            self._refs.close()
             blas.restore_original_limits()
             shutil.rmtree(self._logdir, ignore_errors=True)
 
@@ -205,14 +208,12 @@ class Runner:
                                f"expected {task.index}")
         if msg["status"] == "ok":
             try:
-                # the cores no worker is computing on build the reference (a worker with
-                # cells left is computing its next one)
-                busy = sum(1 for a in active if a.pending)
-                self._refs.threads = max(1, _cores() - busy)
-                with threadpool_limits(limits=self._refs.threads, user_api="blas"):
-                    rows = judge(cell, unspill(msg["outputs"]), msg["errors"], w.adapter,
-                                 msg["precision"], w.version, self.config.seed, self._refs,
-                                 self.config.check)
+                # the cores no worker is computing on build the reference, a thread each
+                # (a worker with cells left is computing its next one)
+                self._refs.threads = max(1, _cores() - sum(1 for a in active if a.pending))
+                rows = judge(cell, unspill(msg["outputs"]), msg["errors"], w.adapter,
+                             msg["precision"], w.version, self.config.seed, self._refs,
+                             self.config.check)
             except Exception as exc:  # e.g. MemoryError building a huge reference
                 rows = uniform_rows(cell, "error", "harness could not check the results: "
                                    f"{describe(exc)}", w.version, w.adapter,
@@ -221,9 +222,17 @@ class Runner:
             rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
                                 msg["precision"])
         self._emit([replace(r, precision_flags=w.flags) for r in rows], w.framework)
+        self._prefetch(w)
         if not w.pending:
             self._stop(w)
             active.remove(w)
+
+    def _prefetch(self, w: _Worker) -> None:
+        """Build the reference of the cell `w` is computing (or starting up for) meanwhile."""
+        if w.pending:
+            cell = w.pending[0][1]
+            self._refs.prefetch(cell.case, get(cell.dtype), check_of(cell, self.config.check),
+                                needed(w.adapter))
 
     def _fail_all(self, framework: str, adapter: type[Adapter],
                   pending: deque[tuple[Task, Cell]], reason: str, version: str) -> None:

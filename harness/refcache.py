@@ -15,7 +15,7 @@ import pickle
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,8 @@ class References:
     _spilled: dict[Key, Path] = field(default_factory=dict)
     built: int = 0  # quantities computed (not found): for tests and benchmarks
     threads: int = 1  # cores the orchestrator may use now (the caller sets it per cell)
+    _ahead: dict[Key, Future[tuple[Entry, int]]] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
 
     def expect(self, items: Iterable[tuple[Case, str, str]]) -> None:
         """Count the cells (case, dtype, check) the plan will ask for."""
@@ -85,33 +87,78 @@ class References:
     def get(self, case: Case, dtype: DType, check: str, quantities: Iterable[str]) -> Entry:
         """The entry of (case, dtype, check), with each of `quantities` computed."""
         k = key(case, dtype.name, self.seed, check)
-        entry = self._mem.pop(k, None) or self._load(k) or Entry(None)
-        todo = [q for q in dict.fromkeys(quantities)
-                if q not in (entry.samples if check == "sampled" else entry.values)]
-        if todo or entry.g is None:
-            self._draw(entry, case, dtype, tangents=any(q in ("dY", "d2W") for q in todo))
-        for q in todo:
-            assert entry.inputs is not None
-            t = terms(q, entry.inputs, entry.tangents)
-            if check == "sampled":
-                entry.samples[q] = sample(t, _rng(k, q))
-            else:
-                entry.values[q] = values(t).reshape(t.final)
-                entry.scale[q] = magnitude_product(t).reshape(t.final)
-            self.built += 1
-        if check == "sampled":  # only the adjoint's weights are still needed
-            entry.inputs = entry.tangents = None
+        entry = self._mem.pop(k, None) or self._load(k)
+        if entry is None and k in self._ahead:
+            entry, built = self._ahead.pop(k).result()
+            self.built += built
+        entry = entry or Entry(None)
+        self.built += self._fill(entry, k, case, dtype, check, quantities, self.threads)
         self._mem[k] = entry
         self._fit(keep=k)
         return entry
 
-    def _draw(self, entry: Entry, case: Case, dtype: DType, tangents: bool) -> None:
+    def prefetch(self, case: Case, dtype: DType, check: str,
+                 quantities: Iterable[str]) -> None:
+        """Start building an entry in the background (one thread), for a cell a worker is
+        computing or starting up for: its reference is then ready, or nearly, when the
+        results arrive. Nothing happens if the entry exists or is already being built."""
+        k = key(case, dtype.name, self.seed, check)
+        if k in self._mem or k in self._spilled or k in self._ahead:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="reference")
+        wanted = list(quantities)
+
+        def build() -> tuple[Entry, int]:
+            entry = Entry(None)
+            return entry, self._fill(entry, k, case, dtype, check, wanted, 1)
+
+        self._ahead[k] = self._pool.submit(build)
+
+    def close(self) -> None:
+        """Stop background builds (the run is over or interrupted)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._ahead.clear()
+
+    def _fill(self, entry: Entry, k: Key, case: Case, dtype: DType, check: str,
+              quantities: Iterable[str], threads: int) -> int:
+        """Build the quantities `entry` lacks with `threads` threads; how many were built."""
+        todo = [q for q in dict.fromkeys(quantities)
+                if q not in (entry.samples if check == "sampled" else entry.values)]
+        if todo or entry.g is None:
+            self._draw(entry, case, dtype, any(q in ("dY", "d2W") for q in todo), threads)
+        inputs, tangents = entry.inputs, entry.tangents
+        assert inputs is not None
+
+        def build(q: str) -> Sample | tuple[np.ndarray, np.ndarray]:
+            t = terms(q, inputs, tangents)
+            if check == "sampled":
+                return sample(t, _rng(k, q))
+            return values(t).reshape(t.final), magnitude_product(t).reshape(t.final)
+
+        # Quantities are built side by side on the cores no worker uses, one BLAS thread
+        # each: numpy releases the GIL in its products and array loops, and single-threaded
+        # BLAS calls do not spin-wait for each other on a busy machine as threaded ones do.
+        with ThreadPoolExecutor(max(1, min(threads, len(todo)))) as pool:
+            for q, built in zip(todo, pool.map(build, todo), strict=True):
+                if isinstance(built, Sample):
+                    entry.samples[q] = built
+                else:
+                    entry.values[q], entry.scale[q] = built
+        if check == "sampled":  # only the adjoint's weights are still needed
+            entry.inputs = entry.tangents = None
+        return len(todo)
+
+    def _draw(self, entry: Entry, case: Case, dtype: DType, tangents: bool,
+              threads: int) -> None:
         """Draw the inputs (and tangents) the entry lacks; both streams at once when the
         orchestrator has a core to spare (numpy's generators release the GIL)."""
         want_t = tangents and entry.tangents is None
         with ThreadPoolExecutor(1) as pool:
             later = pool.submit(make_tangents, case, dtype, self.seed) if (
-                want_t and self.threads > 1) else None
+                want_t and threads > 1) else None
             if entry.inputs is None:
                 entry.inputs = make_inputs(case, dtype, self.seed)
             if want_t:

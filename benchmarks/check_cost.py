@@ -1,0 +1,157 @@
+"""What checking costs next to the computation it checks, at large float32 shapes.
+
+    python benchmarks/check_cost.py                      # the whole table
+    python benchmarks/check_cost.py --sizes 2048 --repeat 3
+
+For each square size N (`N×N @ N×N`, float32, CPU, pinned precision) and each check (`auto`,
+the default, and `full`; sizes given with `--sampled-sizes` only `sampled`), it runs
+`matmul-harness verify` in a fresh interpreter, once with one framework and once with four,
+and reports:
+
+- compute: the framework's own work for the cell (its `run_all`: VJP, JVP, second order),
+  timed in a separate fresh interpreter with the worker's environment, first call (as in a
+  verify worker); for four frameworks, the sum of the four;
+- checking: the orchestrator's time inside `judge` (reference, inputs, checks), summed
+  over the run's cells;
+- ratio: checking / compute (goal at 2048³, one framework, default settings: <= 1.0);
+- verify wall time, and four frameworks' wall / one's (goal at 2048³: <= 1.5);
+- the orchestrator's peak RSS (goal at 8192³ sampled: <= 2048 MB, checking <= 10 s);
+- the verdicts (every row should pass).
+
+Figures are medians over `--repeat` runs. Four frameworks at sizes above `--four-max` are
+left out by default (each worker holds several GB at 8192³); raise it on a big machine.
+Not a test: timings belong in benchmarks, never in unit tests (docs/checking-at-scale.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+VERIFY_CHILD = """
+import json, resource, sys, time
+import harness.orchestrator as orch
+spent = [0.0]
+judge = orch.judge
+def timed(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return judge(*args, **kwargs)
+    finally:
+        spent[0] += time.perf_counter() - start
+orch.judge = timed
+from harness.cli import main
+start = time.perf_counter()
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "wall_s": time.perf_counter() - start, "check_s": spent[0],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+COMPUTE_CHILD = """
+import json, os, sys, time
+from harness.worker import ENV_DEFAULTS
+for k, v in ENV_DEFAULTS.items():
+    os.environ.setdefault(k, v)
+from harness.adapters import load
+from harness.cases import Case, make_inputs, make_tangents
+from harness.dtypes import get
+name, n = sys.argv[1], int(sys.argv[2])
+adapter = load(name)(pin_precision=True)
+case, dtype = Case(f"square_{n}", (n, n), (n, n)), get("float32")
+inputs, tangents = make_inputs(case, dtype, 0), make_tangents(case, dtype, 0)
+start = time.perf_counter()
+adapter.run_all(inputs, tangents, "cpu")
+print(json.dumps({"compute_s": time.perf_counter() - start}))
+"""
+
+
+def _last_json(proc: subprocess.CompletedProcess[str], what: str) -> dict[str, float]:
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            data: dict[str, float] = json.loads(line)
+            return data
+    raise RuntimeError(f"{what} printed no result; stderr: {proc.stderr[-2000:]}")
+
+
+def compute_time(framework: str, n: int) -> float:
+    proc = subprocess.run([sys.executable, "-c", COMPUTE_CHILD, framework, str(n)],
+                          capture_output=True, text=True, check=False)
+    return _last_json(proc, f"{framework} at {n}")["compute_s"]
+
+
+def verify_run(frameworks: list[str], n: int, check: str) -> tuple[dict[str, float], str]:
+    """(measurements, verdicts) of one verify run in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(json.dumps({
+            "frameworks": frameworks, "devices": ["cpu"], "dtypes": ["float32"],
+            "precision": ["pinned"], "check": check,
+            "cases": [{"name": f"square_{n}", "x": [n, n], "w": [n, n]}],
+        }))
+        out = Path(tmp) / "out"
+        proc = subprocess.run(
+            [sys.executable, "-c", VERIFY_CHILD, "verify", "--config", str(config), "--out",
+             str(out), "--jobs", str(min(4, os.cpu_count() or 1))],
+            capture_output=True, text=True, check=False, env={**os.environ, "CI": "1"})
+        data = _last_json(proc, f"verify {frameworks} at {n}")
+        import csv
+
+        with (out / "verify.csv").open() as f:
+            rows = list(csv.DictReader(f))
+    statuses = Counter(r["status"] for r in rows)
+    checks = sorted({r["check"] for r in rows if r["check"]})
+    verdict = "/".join(checks) + " " + " ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
+    return data, verdict
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096])
+    p.add_argument("--sampled-sizes", type=int, nargs="*", default=[8192])
+    p.add_argument("--checks", nargs="*", default=["auto", "full"])
+    p.add_argument("--one", default="torch", help="the single framework (default: torch)")
+    p.add_argument("--four", nargs="*", default=["numpy", "torch", "jax", "tensorflow"])
+    p.add_argument("--four-max", type=int, default=4096,
+                   help="largest size run with four frameworks (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=1)
+    args = p.parse_args()
+    plan = [(n, c) for n in args.sizes for c in args.checks] + [
+        (n, "sampled") for n in args.sampled_sizes]
+    header = ("size", "check", "frameworks", "compute s", "checking s", "ratio", "wall s",
+              "RSS MB", "verdicts")
+    print(" | ".join(header), flush=True)
+    compute: dict[tuple[str, int], float] = {}
+    walls: dict[tuple[int, str, int], float] = {}
+    for n, check in plan:
+        for fws in ([args.one], args.four):
+            if len(fws) > 1 and n > args.four_max:
+                continue
+            runs, verdict = [], ""
+            for _ in range(args.repeat):
+                for fw in fws:
+                    if (fw, n) not in compute:
+                        compute[(fw, n)] = compute_time(fw, n)
+                data, verdict = verify_run(list(fws), n, check)
+                runs.append(data)
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            cpu = sum(compute[(fw, n)] for fw in fws)
+            walls[(n, check, len(fws))] = med["wall_s"]
+            print(f"{n}³ | {check} | {len(fws)} | {cpu:.2f} | {med['check_s']:.2f} | "
+                  f"{med['check_s'] / cpu:.2f} | {med['wall_s']:.1f} | {med['rss_mb']:.0f} | "
+                  f"{verdict}", flush=True)
+    for (n, check, k), wall in sorted(walls.items()):
+        one = walls.get((n, check, 1))
+        if k > 1 and one:
+            print(f"{n}³ {check}: {k} frameworks take {wall / one:.2f}x the wall time of one")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
