@@ -11,8 +11,10 @@ and reports:
 - compute: the framework's own work for the cell (its `run_all`: VJP, JVP, second order),
   timed in a separate fresh interpreter with the worker's environment, first call (as in a
   verify worker); for four frameworks, the sum of the four;
-- checking: the orchestrator's time inside `judge` (reference, inputs, checks), summed
-  over the run's cells;
+- checking: the orchestrator's time inside `judge` (what the run waits for: the reference
+  where it is not ready yet, and the checks), summed over the run's cells; and
+  `build`: the time spent building references, in `judge` or ahead of it in the
+  background while a worker starts up or computes (`References.prefetch`);
 - ratio: checking / compute (goal at 2048³, one framework, default settings: <= 1.0);
 - verify wall time, and four frameworks' wall / one's (goal at 2048³: <= 1.5);
 - the orchestrator's peak RSS (goal at 8192³ sampled: <= 2048 MB, checking <= 10 s);
@@ -47,10 +49,21 @@ def timed(*args, **kwargs):
     finally:
         spent[0] += time.perf_counter() - start
 orch.judge = timed
+import harness.refcache as rc
+built = []
+fill = rc.References._fill
+def timed_fill(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return fill(*args, **kwargs)
+    finally:
+        built.append(time.perf_counter() - start)
+rc.References._fill = timed_fill
 from harness.cli import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "wall_s": time.perf_counter() - start, "check_s": spent[0],
+                  "build_s": sum(built),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -124,8 +137,8 @@ def main() -> int:
     args = p.parse_args()
     plan = [(n, c) for n in args.sizes for c in args.checks] + [
         (n, "sampled") for n in args.sampled_sizes]
-    header = ("size", "check", "frameworks", "compute s", "checking s", "ratio", "wall s",
-              "RSS MB", "verdicts")
+    header = ("size", "check", "frameworks", "compute s", "checking s", "ratio", "build s",
+              "wall s", "RSS MB", "verdicts")
     print(" | ".join(header), flush=True)
     compute: dict[tuple[str, int], float] = {}
     walls: dict[tuple[int, str, int], float] = {}
@@ -144,7 +157,8 @@ def main() -> int:
             cpu = sum(compute[(fw, n)] for fw in fws)
             walls[(n, check, len(fws))] = med["wall_s"]
             print(f"{n}³ | {check} | {len(fws)} | {cpu:.2f} | {med['check_s']:.2f} | "
-                  f"{med['check_s'] / cpu:.2f} | {med['wall_s']:.1f} | {med['rss_mb']:.0f} | "
+                  f"{med['check_s'] / cpu:.2f} | {med['build_s']:.2f} | {med['wall_s']:.1f} | "
+                  f"{med['rss_mb']:.0f} | "
                   f"{verdict}", flush=True)
     for (n, check, k), wall in sorted(walls.items()):
         one = walls.get((n, check, 1))

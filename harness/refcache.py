@@ -129,6 +129,8 @@ class References:
                 if q not in (entry.samples if check == "sampled" else entry.values)]
         if todo or entry.g is None:
             self._draw(entry, case, dtype, any(q in ("dY", "d2W") for q in todo), threads)
+        if not todo:
+            return 0
         inputs, tangents = entry.inputs, entry.tangents
         assert inputs is not None
 

@@ -277,3 +277,30 @@ def test_spilled_results_are_mapped_checked_and_leave_no_file(tmp_path, monkeypa
     o = check_sampled("Y", got["Y"], s, dt, params("Y", case.geometry, rounded_partials=False))
     spill.release(got["Y"])
     assert o.status == "pass" and np.array_equal(got["Y"], outputs["Y"])  # still readable
+
+
+@pytest.mark.parametrize("check", ["sampled", "full"])
+def test_prefetched_references_are_the_ones_judged(check: str) -> None:
+    case, dt = Case("p", (90, 70), (70, 60)), get("float32")
+    refs = References(0)
+    refs.prefetch(case, dt, check, PRODUCTS)
+    entry = refs.get(case, dt, check, PRODUCTS)  # waits for the background build
+    assert refs.built == len(PRODUCTS)
+    again = refs.get(case, dt, check, PRODUCTS)
+    assert again is entry and refs.built == len(PRODUCTS)
+    refs.close()
+
+
+def test_verify_with_check_sampled_records_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from harness.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("frameworks: [numpy]\ndevices: [cpu]\ndtypes: [float32, complex64]\n"
+                   "cases: [{name: a, x: [3, 70, 40], w: [40, 50]}, {name: v, x: [9], w: [9]}]\n")
+    assert main(["verify", "--config", str(cfg), "--out", str(tmp_path / "o"),
+                 "--check", "sampled"]) == 0
+    rows = read_csv(tmp_path / "o" / "verify.csv")
+    assert {r.check for r in rows} == {"sampled"}
+    assert {r.status for r in rows if r.quantity in ("Y", "dX", "dW")} == {"pass"}
+    assert main(["verify", "--config", str(cfg), "--out", str(tmp_path / "p"),
+                 "--check", "everything"]) == 2
