@@ -304,3 +304,16 @@ def test_verify_with_check_sampled_records_it(tmp_path) -> None:  # type: ignore
     assert {r.status for r in rows if r.quantity in ("Y", "dX", "dW")} == {"pass"}
     assert main(["verify", "--config", str(cfg), "--out", str(tmp_path / "p"),
                  "--check", "everything"]) == 2
+
+
+def test_sampled_selftest_catches_what_the_full_one_does_at_its_shapes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from harness import selftest, selftest_sampled
+
+    sampled = selftest_sampled.sensitivity(1, large=False)
+    assert selftest_sampled.problems(sampled) == []
+    full = {(r.bug, r.dtype): r.detected for r in selftest.sensitivity(1)}
+    for bug, r in sampled:
+        if bug.name != selftest.CONTROL:
+            assert r.detected >= full[(r.bug, r.dtype)], (bug.name, r.dtype)
+    selftest_sampled.write(sampled, tmp_path)
+    assert (tmp_path / selftest_sampled.SAMPLED_FILE).read_text().startswith("bug,quantity,")
