@@ -117,7 +117,7 @@ def verify_run(frameworks: list[str], n: int, check: str) -> tuple[dict[str, flo
         out = Path(tmp) / "out"
         proc = subprocess.run(
             [sys.executable, "-c", VERIFY_CHILD, "verify", "--config", str(config), "--out",
-             str(out), "--jobs", str(min(4, os.cpu_count() or 1))],
+             str(out), "--jobs", str(min(4, os.cpu_count() or 1)), "--cell-timeout", "7200"],
             capture_output=True, text=True, check=False, env={**os.environ, "CI": "1"})
         data = _last_json(proc, f"verify {frameworks} at {n}")
         import csv
