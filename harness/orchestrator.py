@@ -221,6 +221,8 @@ class Runner:
         else:
             rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
                                 msg["precision"])
+            # e.g. no GPU: the reference this cell was counted for is needed once less
+            self._refs.release(cell.case, cell.dtype, check_of(cell, self.config.check))
         self._emit([replace(r, precision_flags=w.flags) for r in rows], w.framework)
         self._prefetch(w)
         if not w.pending:
