@@ -88,6 +88,67 @@ print(json.dumps({"compute_s": time.perf_counter() - start}))
 """
 
 
+STANDIN_OUTPUTS = """
+import sys, time, json
+import numpy as np
+from harness.cases import Case, make_inputs, make_tangents
+from harness.dtypes import get
+from harness.reference import PRODUCTS, terms, sum_to_shape
+n, folder = int(sys.argv[1]), sys.argv[2]
+case, dtype = Case(f"square_{n}", (n, n), (n, n)), get("float32")
+inputs, tangents = make_inputs(case, dtype, 0), make_tangents(case, dtype, 0)
+start = time.perf_counter()
+for q in PRODUCTS:  # each quantity's products in float32, as a framework computes them
+    t = terms(q, inputs, tangents)
+    out = sum(sum_to_shape(np.matmul(a, b), t.shape) for a, b in t.terms).reshape(t.final)
+    np.save(f"{folder}/{q}.npy", out.astype(np.float32))
+    del out
+print(json.dumps({"compute_s": time.perf_counter() - start}))
+"""
+
+STANDIN_CHECK = """
+import json, resource, sys, time
+from harness.adapters import load
+from harness.cases import Case
+from harness.judge import judge
+from harness.plan import Cell
+from harness.refcache import References
+from harness.spill import Spilled, unspill
+from threadpoolctl import threadpool_limits
+threadpool_limits(1, "blas")  # as the orchestrator runs
+n, folder = int(sys.argv[1]), sys.argv[2]
+case = Case(f"square_{n}", (n, n), (n, n))
+refs = References(0, spill_dir=None)
+refs.threads = 2
+start = time.perf_counter()
+outputs = unspill({q: Spilled(f"{folder}/{q}.npy") for q in ("Y", "dX", "dW", "dY", "d2W")})
+rows = judge(Cell("torch", "pinned", "cpu", "float32", case), outputs, {}, load("torch"),
+             "ieee", "stand-in", 0, refs, "sampled")
+print(json.dumps({"check_s": time.perf_counter() - start,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "verdict": " ".join(f"{r.quantity}={r.status}" for r in rows)}))
+"""
+
+
+def stand_in(n: int) -> tuple[float, dict[str, float], str]:
+    """(compute, check measurements, verdicts) without a framework: the five results are
+    computed in float32 by numpy from reference.terms, saved as the worker saves large
+    results, and judged by the orchestrator's own code (References, unspill, judge) in a
+    fresh interpreter whose peak RSS is read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        made = subprocess.run([sys.executable, "-c", STANDIN_OUTPUTS, str(n), tmp],
+                              capture_output=True, text=True, check=False)
+        compute = _last_json(made, f"stand-in results at {n}")["compute_s"]
+        judged = subprocess.run([sys.executable, "-c", STANDIN_CHECK, str(n), tmp],
+                                capture_output=True, text=True, check=False)
+        data: dict[str, object] = json.loads(judged.stdout.strip().splitlines()[-1]) if (
+            judged.stdout.strip()) else {}
+        if not data:
+            raise RuntimeError(f"stand-in check at {n} failed: {judged.stderr[-2000:]}")
+    verdict = str(data.pop("verdict"))
+    return compute, {k: float(v) for k, v in data.items()}, verdict  # type: ignore[arg-type]
+
+
 def _last_json(proc: subprocess.CompletedProcess[str], what: str) -> dict[str, float]:
     for line in reversed(proc.stdout.strip().splitlines()):
         if line.startswith("{"):
@@ -140,6 +201,10 @@ def main() -> int:
     p.add_argument("--four-max", type=int, default=4096,
                    help="largest size run with four frameworks (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--stand-in", action="store_true",
+                   help="sampled sizes without a framework: numpy computes the five results "
+                        "in float32, the orchestrator's code checks them (for a machine "
+                        "too busy or too small to run a framework at 8192³)")
     args = p.parse_args()
     plan = [(n, c) for n in args.sizes for c in args.checks] + [
         (n, "sampled") for n in args.sampled_sizes]
@@ -149,6 +214,12 @@ def main() -> int:
     compute: dict[tuple[str, int], float] = {}
     walls: dict[tuple[int, str, int], float] = {}
     for n, check in plan:
+        if check == "sampled" and args.stand_in:
+            cpu, med, verdict = stand_in(n)
+            print(f"{n}³ | sampled | stand-in (numpy float32) | {cpu:.2f} | "
+                  f"{med['check_s']:.2f} | {med['check_s'] / cpu:.2f} | - | - | "
+                  f"{med['rss_mb']:.0f} | {verdict}", flush=True)
+            continue
         for fws in ([args.one], args.four):
             if len(fws) > 1 and n > args.four_max:
                 continue
