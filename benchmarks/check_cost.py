@@ -94,13 +94,16 @@ import numpy as np
 from harness.cases import Case, make_inputs, make_tangents
 from harness.dtypes import get
 from harness.reference import PRODUCTS, terms, sum_to_shape
-n, folder = int(sys.argv[1]), sys.argv[2]
+n, folder, how = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 case, dtype = Case(f"square_{n}", (n, n), (n, n)), get("float32")
 inputs, tangents = make_inputs(case, dtype, 0), make_tangents(case, dtype, 0)
 start = time.perf_counter()
 for q in PRODUCTS:  # each quantity's products in float32, as a framework computes them
     t = terms(q, inputs, tangents)
-    out = sum(sum_to_shape(np.matmul(a, b), t.shape) for a, b in t.terms).reshape(t.final)
+    if how == "random":  # the same checking work, not the same verdict: every row fails
+        out = np.random.default_rng(1).standard_normal(t.final, dtype=np.float32)
+    else:
+        out = sum(sum_to_shape(np.matmul(a, b), t.shape) for a, b in t.terms).reshape(t.final)
     np.save(f"{folder}/{q}.npy", out.astype(np.float32))
     del out
 print(json.dumps({"compute_s": time.perf_counter() - start}))
@@ -130,13 +133,13 @@ print(json.dumps({"check_s": time.perf_counter() - start,
 """
 
 
-def stand_in(n: int) -> tuple[float, dict[str, float], str]:
+def stand_in(n: int, how: str) -> tuple[float, dict[str, float], str]:
     """(compute, check measurements, verdicts) without a framework: the five results are
     computed in float32 by numpy from reference.terms, saved as the worker saves large
     results, and judged by the orchestrator's own code (References, unspill, judge) in a
     fresh interpreter whose peak RSS is read."""
     with tempfile.TemporaryDirectory() as tmp:
-        made = subprocess.run([sys.executable, "-c", STANDIN_OUTPUTS, str(n), tmp],
+        made = subprocess.run([sys.executable, "-c", STANDIN_OUTPUTS, str(n), tmp, how],
                               capture_output=True, text=True, check=False)
         compute = _last_json(made, f"stand-in results at {n}")["compute_s"]
         judged = subprocess.run([sys.executable, "-c", STANDIN_CHECK, str(n), tmp],
@@ -201,10 +204,12 @@ def main() -> int:
     p.add_argument("--four-max", type=int, default=4096,
                    help="largest size run with four frameworks (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--stand-in", action="store_true",
+    p.add_argument("--stand-in", choices=["products", "random"],
                    help="sampled sizes without a framework: numpy computes the five results "
-                        "in float32, the orchestrator's code checks them (for a machine "
-                        "too busy or too small to run a framework at 8192³)")
+                        "in float32 (products), or draws them at random (random: the same "
+                        "checking work and memory, every row fails), and the orchestrator's "
+                        "code checks them; for a machine too busy or too small to run a "
+                        "framework at 8192³")
     args = p.parse_args()
     plan = [(n, c) for n in args.sizes for c in args.checks] + [
         (n, "sampled") for n in args.sampled_sizes]
@@ -215,8 +220,8 @@ def main() -> int:
     walls: dict[tuple[int, str, int], float] = {}
     for n, check in plan:
         if check == "sampled" and args.stand_in:
-            cpu, med, verdict = stand_in(n)
-            print(f"{n}³ | sampled | stand-in (numpy float32) | {cpu:.2f} | "
+            cpu, med, verdict = stand_in(n, args.stand_in)
+            print(f"{n}³ | sampled | stand-in ({args.stand_in}) | {cpu:.2f} | "
                   f"{med['check_s']:.2f} | {med['check_s'] / cpu:.2f} | - | - | "
                   f"{med['rss_mb']:.0f} | {verdict}", flush=True)
             continue
