@@ -16,8 +16,8 @@ to its operand's shape: Y = X·W, dX = G·Wᴴ, dW = Xᴴ·G, dY = tX·W + X·tW
 reference evaluates exactly those products (one per term, no more), in float64/complex128
 from the rounded inputs, and the same products on magnitudes `|A|·|B|` for the bound's `S`.
 For the sampled check (harness/sampled.py) it evaluates selected rows and columns of them
-and their projections `Q·r = A·(B·r)` and `rᵀ·Q = (rᵀ·A)·B`, which cost O(size), not a
-product. docs/checking-at-scale.md derives what each costs and how exact it is.
+and their projections `Q·r = A·(B·r)`, which cost O(size), not a product.
+docs/checking-at-scale.md derives what each costs and how exact it is.
 """
 
 from __future__ import annotations
@@ -211,9 +211,8 @@ def blocks(a: np.ndarray) -> Iterable[slice]:
 class Sampled:
     """Rows, columns and projections of one quantity, exact in float64 (see `sampled`).
 
-    `right` is `Q·R` (..., P, p) and `right_mag` `S·1` (..., P, 1); `left` is `Lᵀ·Q`
-    (..., p, Q) and `left_mag` `1ᵀ·S` (..., 1, Q); `norms` per term the 2-norms of A's
-    rows and of B's columns (Cauchy-Schwarz: `(|A|·|B|)_ij <= ‖A_i,:‖·‖B_:,j‖`).
+    `right` is `Q·R` (..., P, p) and `right_mag` `S·1` (..., P, 1); `norms` per term the
+    2-norms of A's rows and of B's columns (Cauchy-Schwarz: `(|A|·|B|)_ij <= ‖A_i,:‖·‖B_:,j‖`).
     """
 
     rows: np.ndarray
@@ -222,27 +221,22 @@ class Sampled:
     cols_mag: np.ndarray
     right: np.ndarray
     right_mag: np.ndarray
-    left: np.ndarray
-    left_mag: np.ndarray
     norms: tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
-def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray,
-            left: np.ndarray) -> Sampled:
+def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray) -> Sampled:
     """Quantity `t`'s `rows` and `cols` (values and magnitudes S) and its projections on
-    the columns of `right` (Q, p) and `left` (P, p), with `S·1` and `1ᵀ·S`.
+    the columns of `right` (Q, p), with `S·1`.
 
-    Each term's A is streamed twice and B once, a block of rows at a time in float64:
-    O(size) work and memory besides the row and column products.
+    Each term's B, then A, is streamed once, a block of rows at a time in float64: O(size)
+    work and memory besides the row and column products.
     """
     if any(a.size == 0 or b.size == 0 for a, b in t.terms):  # degenerate: from the whole
         full, mag = _hi(values(t)), magnitudes(t)
-        ones_q, ones_p = np.ones((t.shape[-1], 1)), np.ones((1, t.shape[-2]))
         return Sampled(
             rows=np.take(full, rows, -2), rows_mag=np.take(mag, rows, -2),
             cols=np.take(full, cols, -1), cols_mag=np.take(mag, cols, -1),
-            right=np.matmul(full, right), right_mag=np.matmul(mag, ones_q),
-            left=np.matmul(left.T, full), left_mag=np.matmul(ones_p, mag),
+            right=np.matmul(full, right), right_mag=np.sum(mag, axis=-1, keepdims=True),
             norms=tuple((np.zeros(a.shape[:-1]), np.zeros((*b.shape[:-2], b.shape[-1])))
                         for a, b in t.terms))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in Sampled.__dataclass_fields__
@@ -250,41 +244,31 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray,
     norm_pairs = []
     for a, b in t.terms:
         a_rows = _hi(np.take(a, rows, axis=-2))
+        a_rows_mag = np.abs(a_rows)
         b_cols = _hi(np.take(b, cols, axis=-1))
-        la: np.ndarray | None = None  # Lᵀ·A
-        one_a: np.ndarray | None = None  # 1ᵀ·|A|
-        c_val, c_mag, a_sq = [], [], []
-        for s in blocks(a):  # pass 1 over A
-            blk = _hi(a[..., s, :])
-            mag = np.abs(blk)
-            c_val.append(np.matmul(blk, b_cols))
-            c_mag.append(np.matmul(mag, np.abs(b_cols)))
-            part = np.matmul(left[s].T, blk)
-            la = part if la is None else la + part
-            col_sum = mag.sum(axis=-2, keepdims=True)
-            one_a = col_sum if one_a is None else one_a + col_sum
-            a_sq.append(np.sum(mag * mag, axis=-1))
-        br, bm = [], []
+        b_cols_mag = np.abs(b_cols)
         acc: dict[str, np.ndarray] = {}
-        assert la is not None and one_a is not None
-        for s in blocks(b):  # the one pass over B
+        br, bm = [], []
+        for s in blocks(b):  # the pass over B
             blk = _hi(b[..., s, :])
             mag = np.abs(blk)
             br.append(np.matmul(blk, right))
             bm.append(mag.sum(axis=-1, keepdims=True))
-            _add(acc, "left", np.matmul(la[..., :, s], blk))
-            _add(acc, "left_mag", np.matmul(one_a[..., :, s], mag))
             _add(acc, "rows", np.matmul(a_rows[..., :, s], blk))
-            _add(acc, "rows_mag", np.matmul(np.abs(a_rows[..., :, s]), mag))
+            _add(acc, "rows_mag", np.matmul(a_rows_mag[..., :, s], mag))
             _add(acc, "b_sq", np.sum(mag * mag, axis=-2))
         b_r, b_m = np.concatenate(br, axis=-2), np.concatenate(bm, axis=-2)
-        q_val, q_mag = [], []
-        for s in blocks(a):  # pass 2 over A
+        c_val, c_mag, q_val, q_mag, a_sq = [], [], [], [], []
+        for s in blocks(a):  # the pass over A
             blk = _hi(a[..., s, :])
+            mag = np.abs(blk)
+            c_val.append(np.matmul(blk, b_cols))
+            c_mag.append(np.matmul(mag, b_cols_mag))
             q_val.append(np.matmul(blk, b_r))
-            q_mag.append(np.matmul(np.abs(blk), b_m))
-        for name in ("rows", "rows_mag", "left", "left_mag"):
-            parts[name].append(acc[name])
+            q_mag.append(np.matmul(mag, b_m))
+            a_sq.append(np.sum(mag * mag, axis=-1))
+        parts["rows"].append(acc["rows"])
+        parts["rows_mag"].append(acc["rows_mag"])
         parts["cols"].append(np.concatenate(c_val, axis=-2))
         parts["cols_mag"].append(np.concatenate(c_mag, axis=-2))
         parts["right"].append(np.concatenate(q_val, axis=-2))
@@ -294,8 +278,7 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray,
     batch, k = t.shape[:-2], right.shape[1]
     shapes = {"rows": (*batch, len(rows), q), "rows_mag": (*batch, len(rows), q),
               "cols": (*batch, p, len(cols)), "cols_mag": (*batch, p, len(cols)),
-              "right": (*batch, p, k), "right_mag": (*batch, p, 1),
-              "left": (*batch, k, q), "left_mag": (*batch, 1, q)}
+              "right": (*batch, p, k), "right_mag": (*batch, p, 1)}
     out = {name: _reduce(ps, shapes[name]) for name, ps in parts.items()}
     return Sampled(**out, norms=tuple(norm_pairs))
 
