@@ -243,9 +243,10 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray) -> 
                                           if k != "norms"}
     norm_pairs = []
     for a, b in t.terms:
-        a_rows = _hi(np.take(a, rows, axis=-2))
+        # fancy indexing, not np.take: take copies a transposed operand (Wᴴ) whole first
+        a_rows = _hi(a[..., rows, :])
         a_rows_mag = np.abs(a_rows)
-        b_cols = _hi(np.take(b, cols, axis=-1))
+        b_cols = _hi(b[..., :, cols])
         b_cols_mag = np.abs(b_cols)
         acc: dict[str, np.ndarray] = {}
         br, bm = [], []
