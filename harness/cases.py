@@ -130,12 +130,20 @@ def _rng(case: Case, dtype: DType, seed: int, stream: str) -> np.random.Generato
     return np.random.default_rng([seed, key] if salt == 0 else [seed, key, salt])
 
 
+DRAW_CHUNK = 2**20  # values drawn at a time: the float64 draw never doubles a large input
+
+
 def _draw(rng: np.random.Generator, shape: Shape, dtype: DType) -> np.ndarray:
+    """Normal values in `dtype`, drawn in chunks: the generator's stream is sequential, so
+    the values are those of one draw of the whole shape."""
     out = np.empty(shape, dtype=dtype.numpy)
-    if dtype.is_complex:
-        # unit variance overall: real and imaginary parts each N(0, 1/2)
-        out.real = rng.standard_normal(shape) * math.sqrt(0.5)
-        out.imag = rng.standard_normal(shape) * math.sqrt(0.5)
-    else:
-        out[...] = rng.standard_normal(shape)
+    flat = out.reshape(-1)
+    # complex: unit variance overall, real and imaginary parts each N(0, 1/2), all the
+    # real parts first
+    parts = ((flat.real, math.sqrt(0.5)), (flat.imag, math.sqrt(0.5))) if (
+        dtype.is_complex) else ((flat, 1.0),)
+    for part, scale in parts:
+        for i in range(0, part.size, DRAW_CHUNK):
+            values = rng.standard_normal(min(DRAW_CHUNK, part.size - i))
+            part[i:i + values.size] = values * scale if scale != 1.0 else values
     return out

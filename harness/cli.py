@@ -32,6 +32,7 @@ from harness.config import (
     PRECISION_MODES,
     Config,
     ConfigError,
+    check_name,
     load,
     seconds,
     validate_selection,
@@ -170,6 +171,10 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="limit for the whole run; cells not done by then are errors "
                         "(default: the config's timeout, 7200)")
+    v.add_argument("--check", metavar="full|sampled|auto",
+                   help="how results are checked: against a full float64 reference, on "
+                        "sampled elements and projections, or auto (sampled for products "
+                        "above 2^30 multiply-adds; default: the config's check, auto)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,7 +244,7 @@ def _command(args: argparse.Namespace) -> int:
         config=args.config, frameworks=args.framework, devices=args.device,
         dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
         junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
-        timeout=args.timeout, force=args.force,
+        timeout=args.timeout, force=args.force, check=args.check,
     )[0]
 
 
@@ -393,6 +398,7 @@ def verify(
     timeout: float | None = None,
     prefix: str = "verify",
     force: bool = False,
+    check: str | None = None,
 ) -> tuple[int, Path]:
     """`verify` (and the verify step of `run`): the exit code and the output folder.
 
@@ -404,10 +410,10 @@ def verify(
     junit_path = _junit_path(junit)
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or precision or out or force:
+        if config or frameworks or devices or dtypes or precision or out or force or check:
             raise UsageError(
                 "--resume DIR continues the run recorded in DIR with that run's own config; "
-                "drop --config/--framework/--device/--dtype/--precision/--out/--force"
+                "drop --config/--framework/--device/--dtype/--precision/--out/--force/--check"
             )
         recorded, record = store.load_config(Path(resume), known)  # first: makes nothing
         out_dir = _out_dir(resume, prefix, "--resume")
@@ -424,6 +430,8 @@ def verify(
             return _run(cfg, cells, kept, out_dir, record, junit_path, jobs), out_dir
     cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
                   cell_timeout, timeout)
+    if check is not None:
+        cfg = replace(cfg, check=check_name(check, "--check"))
     out_dir = _out_dir(out, prefix)
     with store.claim(out_dir):
         store.prepare_fresh(out_dir, force)

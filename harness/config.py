@@ -22,7 +22,11 @@ from harness.dtypes import DEVICES, DTYPES
 
 KEYS: tuple[str, ...] = (
     "frameworks", "devices", "dtypes", "precision", "cases", "seed", "cell_timeout", "timeout",
+    "check",
 )
+# How results are checked (harness/sampled.py): `full` against a whole float64 reference,
+# `sampled` on sampled elements and projections, `auto` sampled only for large products.
+CHECKS: tuple[str, ...] = ("auto", "full", "sampled")
 PRECISION_MODES: tuple[str, ...] = ("pinned", "default")
 CELL_TIMEOUT_S = 300.0  # one cell, worst case a large product on a slow CPU
 TIMEOUT_S = 7200.0  # the whole run
@@ -54,6 +58,7 @@ class Config:
     precision: tuple[str, ...] = ("pinned",)  # pinned: full float32 forced; default: as shipped
     cell_timeout: float = CELL_TIMEOUT_S  # seconds; a longer cell is killed: error
     timeout: float = TIMEOUT_S  # seconds for the whole run; what is left then: error
+    check: str = "auto"  # full, sampled or auto (sampled above a size: harness/sampled.py)
 
 
 def packaged(name: str) -> Path:
@@ -187,6 +192,7 @@ def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
         source=src,
         cell_timeout=seconds(data.get("cell_timeout", CELL_TIMEOUT_S), f"{src}: cell_timeout"),
         timeout=seconds(data.get("timeout", TIMEOUT_S), f"{src}: timeout"),
+        check=check_name(data.get("check", "auto"), f"{src}: check"),
     )
 
 
@@ -237,6 +243,14 @@ def validate_selection(
                 f"allowed: {', '.join(allowed)}"
             )
     return tuple(dict.fromkeys(values))
+
+
+def check_name(value: Any, what: str) -> str:
+    """One of CHECKS (the config key `check` and the `--check` flag alike)."""
+    if value not in CHECKS:
+        raise ConfigError(f"{what}: unknown value {value!r}{_did_you_mean(str(value), CHECKS)}; "
+                          f"allowed: {', '.join(CHECKS)}")
+    return str(value)
 
 
 def _seed(value: Any, src: str) -> int:

@@ -10,18 +10,19 @@ VJP without the formulas.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from harness import divergences
 from harness.adapters import Adapter
-from harness.cases import make_inputs, make_tangents
 from harness.checks import Outcome, check
 from harness.dtypes import DType, get, promised_bits
 from harness.plan import Cell
-from harness.reference import EXTRA_QUANTITIES, QUANTITIES, reference
+from harness.refcache import Entry, References
+from harness.reference import EXTRA_QUANTITIES, QUANTITIES
 from harness.results import Row
+from harness.sampled import check_sampled, resolve, weighted_bound
+from harness.spill import release
 from harness.tolerance import BoundParams, bound, params
 
 NAN = float("nan")
@@ -65,6 +66,7 @@ def make_row(
     k_eff: int = -1,
     precision: str = "",
     note: str = "",
+    check: str = "",
 ) -> Row:
     c, o = cell.case, outcome
     return Row(
@@ -87,7 +89,22 @@ def make_row(
         nominal_bits=get(cell.dtype).nominal_bits,
         bias=o.bias if o else NAN,
         note=note,
+        check=check,
     )
+
+
+def check_of(cell: Cell, check: str) -> str:
+    """`full` or `sampled`: the check a cell gets under the config's `check` setting."""
+    geo = cell.case.geometry
+    return resolve(check, math.prod(geo.batch) * geo.m * geo.k * geo.n)
+
+
+def needed(adapter: type[Adapter]) -> list[str]:
+    """The reference quantities a cell of `adapter` is judged against."""
+    wanted = quantities(adapter)
+    if wanted["adjoint"] is None:  # the identity's tolerance uses dY's, dX's, dW's bounds
+        wanted.update(dY=None, dX=None, dW=None)
+    return [q for q in ("Y", "dX", "dW", "dY", "d2W") if wanted[q] is None]
 
 
 def judge(
@@ -98,35 +115,45 @@ def judge(
     precision: str,
     version: str,
     seed: int,
+    refs: References | None = None,
+    check_mode: str = "auto",
 ) -> list[Row]:
-    """Check a cell's outputs; one row per quantity, in `quantities` order."""
+    """Check a cell's outputs; one row per quantity, in `quantities` order.
+
+    `refs` shares references between cells (the orchestrator's); without it, this cell's
+    is built alone. `check_mode` is the config's `check`: full, sampled or auto.
+    """
     dtype, geo = get(cell.dtype), cell.case.geometry
-    inputs = make_inputs(cell.case, dtype, seed)
+    mode = check_of(cell, check_mode)
+    provider = refs if refs is not None else References(seed)
+    ref = provider.get(cell.case, dtype, mode, needed(adapter))
     wanted = quantities(adapter)
-    tangents = make_tangents(cell.case, dtype, seed) if any(
-        wanted[q] is None for q in EXTRA_QUANTITIES) else None
-    ref = reference(inputs, tangents)
     rounded = adapter.capabilities.rounded_broadcast_partials
     rows: list[Row] = []
     bounds: dict[str, BoundParams] = {}
     for q, unavailable in wanted.items():
         if unavailable:
-            rows.append(make_row(cell, q, "skip", unavailable, version, precision=precision))
+            rows.append(make_row(cell, q, "skip", unavailable, version, precision=precision,
+                                 check=mode))
             continue
         if q == "adjoint":
-            rows.append(_adjoint(cell, outputs, inputs.g, tangents, ref.values, ref.scale,
-                                 bounds, dtype, precision, version))
+            rows.append(_adjoint(cell, outputs, ref, bounds, dtype, precision, version, mode))
             continue
         p = bounds[q] = params(q, geo, rounded_partials=rounded)
         if q in errors or q not in outputs:
             status, why = _missing(cell, q, errors)
             rows.append(make_row(cell, q, status, why, version, k_eff=p.k_eff,
-                                 precision=precision))
+                                 precision=precision, check=mode))
             continue
-        o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, precision)
+        if mode == "sampled":
+            o = check_sampled(q, outputs[q], ref.samples[q], dtype, p, precision)
+            release(outputs[q])  # a mapped result: its pages are read, let them go
+        else:
+            o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, precision)
         status, reason, note = _forensics(cell, q, o, dtype, precision, p.k_eff)
         rows.append(make_row(cell, q, status, reason, version, outcome=o, k_eff=p.k_eff,
-                             precision=precision, note=note))
+                             precision=precision, note=note, check=mode))
+    provider.release(cell.case, cell.dtype, mode)
     return rows
 
 
@@ -163,38 +190,52 @@ def _forensics(cell: Cell, q: str, o: Outcome, dtype: DType, precision: str,
 def _adjoint(
     cell: Cell,
     outputs: dict[str, np.ndarray],
-    g: np.ndarray,
-    tangents: Any,
-    values: dict[str, np.ndarray],
-    scale: dict[str, np.ndarray],
+    ref: Entry,
     bounds: dict[str, BoundParams],
     dtype: DType,
     precision: str,
     version: str,
+    mode: str,
 ) -> Row:
     """⟨G, J·v⟩ = ⟨Jᴴ·G, v⟩ from the framework's own dY, dX, dW, with v = (tX, tW).
 
     If each element of dY, dX, dW is within its bound, |lhs - rhs| is at most
-    Σ|G|·bound(dY) + Σ|tX|·bound(dX) + Σ|tW|·bound(dW): that sum is the tolerance.
+    Σ|G|·bound(dY) + Σ|tX|·bound(dX) + Σ|tW|·bound(dW): that sum is the tolerance (in the
+    sampled check, an upper bound of it that needs no product: `weighted_bound`).
     """
     need = ("dY", "dX", "dW")
-    bad = [q for q in need if q not in outputs or np.shape(outputs[q]) != values[q].shape]
+    g, tx, tw = ref.g, ref.tx, ref.tw
+    assert g is not None and tx is not None and tw is not None
+    shapes = {q: (ref.samples[q].final if mode == "sampled" else ref.values[q].shape)
+              for q in need}
+    bad = [q for q in need if q not in outputs or np.shape(outputs[q]) != shapes[q]]
     if bad:
         return make_row(cell, "adjoint", "skip",
                         f"adjoint: needs {', '.join(bad)} of the right shape", version,
-                        precision=precision)
+                        precision=precision, check=mode)
 
     def inner(a: np.ndarray, b: np.ndarray) -> float:
+        """Re⟨a, b⟩ in float64/complex128, a block at a time (results may be mapped files)."""
         wide = np.complex128 if a.dtype.kind == "c" or b.dtype.kind == "c" else np.float64
-        return float(np.real(np.vdot(np.asarray(a, wide), np.asarray(b, wide))))
+        fa, fb = np.reshape(a, -1), np.reshape(b, -1)
+        step = 2**22
+        total = 0.0
+        for i in range(0, fa.size, step):
+            part = np.vdot(np.asarray(fa[i:i + step], wide), np.asarray(fb[i:i + step], wide))
+            total += float(np.real(part))
+        release(a)
+        release(b)
+        return total
+
+    def weighted(q: str, weight: np.ndarray) -> float:
+        if mode == "sampled":
+            return weighted_bound(weight, ref.samples[q], dtype, bounds[q], precision)
+        return float(np.sum(np.abs(np.asarray(weight, np.complex128))
+                            * bound(ref.values[q], ref.scale[q], dtype, bounds[q], precision)))
 
     lhs = inner(g, outputs["dY"])
-    rhs = inner(outputs["dX"], tangents.tx) + inner(outputs["dW"], tangents.tw)
-    tol = sum(
-        float(np.sum(np.abs(np.asarray(weight, np.complex128))
-                     * bound(values[q], scale[q], dtype, bounds[q], precision)))
-        for q, weight in (("dY", g), ("dX", tangents.tx), ("dW", tangents.tw))
-    )
+    rhs = inner(outputs["dX"], tx) + inner(outputs["dW"], tw)
+    tol = sum(weighted(q, weight) for q, weight in (("dY", g), ("dX", tx), ("dW", tw)))
     err = abs(lhs - rhs)
     ratio = 0.0 if err == 0 else (err / tol if tol > 0 else float("inf"))
     o = Outcome("pass" if ratio <= 1 else "fail", "", err, ratio)
@@ -202,4 +243,4 @@ def _adjoint(
         f"adjoint: ⟨G, J·v⟩={lhs:.6g} but ⟨Jᴴ·G, v⟩={rhs:.6g}; |difference|={err:.3g} is "
         f"{ratio:.3g}x the {tol:.3g} the element bounds allow")
     return make_row(cell, "adjoint", o.status, reason, version, outcome=o,
-                    precision=precision)
+                    precision=precision, check=mode)

@@ -38,10 +38,13 @@ import harness
 from harness import worker
 from harness.adapters import Adapter, RegistryError, load, target_of
 from harness.config import CELL_TIMEOUT_S, Config
+from harness.dtypes import get
 from harness.errors import describe
-from harness.judge import judge, uniform_rows
+from harness.judge import check_of, judge, needed, uniform_rows
 from harness.plan import Cell, in_plan_order, plan
+from harness.refcache import References
 from harness.results import Row
+from harness.spill import unspill
 from harness.worker import Task
 
 STARTUP_TIMEOUT_S = 300.0  # importing a framework and finding its devices
@@ -127,10 +130,13 @@ class Runner:
     _end: float = float("inf")
     _logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="harness-")))
     _inbox: queues.Queue[tuple[_Worker, Any]] = field(default_factory=queues.Queue)
+    _refs: References = field(default_factory=lambda: References(0))  # set up by run()
 
     def run(self, cells: Sequence[Cell], total: int | None = None) -> None:
         """Run `cells`; `total` is the whole plan's size when `cells` is what is left."""
         self._done, self._total = self.done_before, total or len(cells)
+        self._refs = References(self.config.seed, spill_dir=self._logdir)
+        self._refs.expect((c.case, c.dtype, check_of(c, self.config.check)) for c in cells)
         if self.total_timeout:
             self._end = time.monotonic() + self.total_timeout  # inf stays inf: no limit
         queue: deque[_Queued] = deque()
@@ -140,13 +146,14 @@ class Runner:
             if runnable:
                 queue.append(runnable)
         active: list[_Worker] = []
-        # The orchestrator's own products (references) are small and run beside the
-        # workers: one BLAS thread here leaves the cores to the frameworks under test.
+        # The orchestrator's own products (references) run beside the workers: one BLAS
+        # thread per orchestrator thread; References.threads uses the cores left idle.
         blas = threadpool_limits(limits=1, user_api="blas")
         try:
             while queue or active:
                 while queue and len(active) < max(1, self.jobs):
                     active.append(self._start(*queue.popleft()))
+                    self._prefetch(active[-1])
                 self._step(active, queue)
                 if time.monotonic() > self._end:
                     self._expire(active, queue)
@@ -157,6 +164,7 @@ class Runner:
         finally:
             for w in active:
                 self._stop(w)
+            self._refs.close()
             blas.restore_original_limits()
             shutil.rmtree(self._logdir, ignore_errors=True)
 
@@ -195,7 +203,7 @@ class Runner:
         log = Path(log_name)
         path = _worker_path()
         job = worker.Job(name, target_of(adapter), mode == "pinned", [t for t, _ in todo],
-                         self.config.seed, path)
+                         self.config.seed, path, spill_dir=str(self._logdir))
         # The job goes in a file, not down a pipe: a worker that never reads (frozen at
         # start) cannot block the orchestrator on a full pipe.
         job_file = log.with_suffix(".job")
@@ -253,8 +261,12 @@ class Runner:
                                f"expected {task.index}")
         if msg["status"] == "ok":
             try:
-                rows = judge(cell, msg["outputs"], msg["errors"], w.adapter, msg["precision"],
-                             w.version, self.config.seed)
+                # the cores no worker is computing on build the reference, a thread each
+                # (a worker with cells left is computing its next one)
+                self._refs.threads = max(1, _cores() - sum(1 for a in active if a.pending))
+                rows = judge(cell, unspill(msg["outputs"]), msg["errors"], w.adapter,
+                             msg["precision"], w.version, self.config.seed, self._refs,
+                             self.config.check)
             except Exception as exc:  # e.g. MemoryError building a huge reference
                 rows = uniform_rows(cell, "error", "harness could not check the results: "
                                    f"{describe(exc)}", w.version, w.adapter,
@@ -262,10 +274,20 @@ class Runner:
         else:
             rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
                                 msg["precision"])
+            # e.g. no GPU: the reference this cell was counted for is needed once less
+            self._refs.release(cell.case, cell.dtype, check_of(cell, self.config.check))
         self._emit([replace(r, precision_flags=w.flags) for r in rows], w.framework)
+        self._prefetch(w)
         if not w.pending:
             self._stop(w)
             active.remove(w)
+
+    def _prefetch(self, w: _Worker) -> None:
+        """Build the reference of the cell `w` is computing (or starting up for) meanwhile."""
+        if w.pending:
+            cell = w.pending[0][1]
+            self._refs.prefetch(cell.case, get(cell.dtype), check_of(cell, self.config.check),
+                                needed(w.adapter))
 
     def _fail_all(self, framework: str, adapter: type[Adapter],
                   pending: deque[tuple[Task, Cell]], reason: str, version: str) -> None:
@@ -342,6 +364,14 @@ def verify(
     rows: list[Row] = []
     Runner(config, rows.extend, progress, jobs, cell_timeout, total_timeout).run(cells)
     return in_plan_order(rows, cells)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _tail(path: Path) -> str:

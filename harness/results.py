@@ -43,6 +43,7 @@ class Row:
     bias: float = float("nan")  # β = Re Σ(got - ref)·conj(ref) / Σ|ref|²
     note: str = ""  # flags: precision below the recorded mode, known divergences
     precision_flags: str = ""  # the framework settings behind `precision` (TF32 switches...)
+    check: str = ""  # full or sampled (harness/sampled.py); empty in files from before it
 
 
     @property

@@ -290,7 +290,9 @@ def run(cases: tuple[Case, ...], trials: int, out_dir: Path) -> int:
     print(f"\nReference vs central finite differences (float64, complex128): "
           f"{len(fd) - len(bad_fd)}/{len(fd)} gradients agree, worst relative error "
           f"{worst:.2g} (tolerance {FD_TOLERANCE:g})")
-    problems = verdict(results) + [
+    from harness import selftest_sampled  # it imports this module's catalogue
+
+    problems = verdict(results) + selftest_sampled.run(trials, out_dir) + [
         f"reference {f.quantity} of {f.case} ({f.dtype}) differs from finite differences "
         f"by {f.max_rel_err:.3g}" for f in bad_fd]
     for line in problems:

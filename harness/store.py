@@ -79,6 +79,7 @@ def _config_data(cfg: Config) -> dict[str, Any]:
         "seed": cfg.seed,
         "cell_timeout": cfg.cell_timeout,
         "timeout": cfg.timeout,
+        "check": cfg.check,
         "cases": [{"name": c.name, "x": list(c.x), "w": list(c.w)} for c in cfg.cases],
     }
 

@@ -33,6 +33,7 @@ from harness.adapters import AdapterUnavailable, load_target
 from harness.cases import Case, make_inputs, make_tangents
 from harness.dtypes import get
 from harness.errors import describe
+from harness.spill import spill
 
 # Set before the framework is imported; a user's own setting wins (environment inherited).
 ENV_DEFAULTS: dict[str, str] = {
@@ -53,6 +54,7 @@ class Job:
     tasks: list[Task]
     seed: int
     sys_path: list[str]  # the orchestrator's (less the cwd), so plugin modules import here too
+    spill_dir: str = ""  # large results go there as files (harness/spill.py); "": the pipe
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def serve(job: Job, conn: Connection) -> None:
                 outputs, errors = adapter.run_all(make_inputs(task.case, dtype, seed),
                                                   make_tangents(task.case, dtype, seed),
                                                   task.device)
+                if job.spill_dir:
+                    outputs = spill(outputs, job.spill_dir)
                 msg.update(status="ok", reason="", outputs=outputs, errors=errors)
             except AdapterUnavailable as exc:
                 msg.update(status="skip", reason=str(exc))

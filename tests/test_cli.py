@@ -55,7 +55,9 @@ def test_verify_writes_csv_matrix_and_summary(tmp_path: Path, capsys) -> None:  
         "framework", "device", "dtype", "case", "x_shape", "w_shape", "quantity", "status",
         "reason", "max_abs_err", "ratio", "k_eff", "precision", "framework_version",
         "precision_mode", "effective_bits", "nominal_bits", "bias", "note", "precision_flags",
+        "check",
     ]
+    assert {r["check"] for r in rows if r["status"] == "pass"} == {"full"}
     first = rows[0]
     assert (first["framework"], first["dtype"], first["case"], first["quantity"]) == (
         "numpy", "float32", "square", "Y")
