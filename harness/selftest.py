@@ -114,7 +114,7 @@ class Detection:
     trials: int
     detected: int
     median_ratio: float  # the per-element test's max |err|/bound (NaN: caught on shape)
-    median_bias_z: float  # |β|/σ of the bias test (float16/bfloat16 only)
+    median_bias_z: float  # |β - β₀| / limit of the bias test (float16/bfloat16 only)
     applies: bool
 
     @property
@@ -138,7 +138,7 @@ def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
         biased = dtype.name in LOW and o.status == "pass" and o.biased
         hits += o.status == "fail" or biased
         ratios.append(o.ratio)
-        zs.append(abs(o.bias) / o.bias_sigma if dtype.name in LOW else nan)
+        zs.append(o.bias_z if dtype.name in LOW else nan)
     return Detection(bug.name, dtype.name, trials, hits, _median(ratios), _median(zs), True)
 
 
