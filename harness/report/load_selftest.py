@@ -49,7 +49,7 @@ class Detection:
 
     @property
     def control(self) -> bool:
-        return self.bug == CONTROL
+        return self.bug.startswith(CONTROL)  # one control per case: "none (control), …"
 
     @property
     def label(self) -> str:
