@@ -132,6 +132,51 @@ def check_example(adapter: Any, adapter_cls: Any, x: Shape, w: Shape, dtype: str
     return judge(cell, out, errors, adapter_cls, precision, "", seed)
 
 
+REGRESSIONS = Path(__file__).resolve().parent.parent / "configs" / "regressions.yaml"
+REGRESSION_KEYS = {"name", "x", "w", "frameworks", "dtypes", "quantities", "seeds", "why",
+                   "isolate"}
+
+
+def load_regressions(path: Path = REGRESSIONS) -> list[dict[str, Any]]:
+    """The named regression cases; ValueError names a malformed entry and what is allowed."""
+    import yaml
+
+    from harness.cases import geometry
+    from harness.dtypes import DTYPES
+
+    entries = yaml.safe_load(path.read_text()) or []
+    for e in entries:
+        extra = set(e) - REGRESSION_KEYS
+        missing = REGRESSION_KEYS - {"isolate"} - set(e)
+        if extra or missing:
+            raise ValueError(f"{path}: entry {e.get('name')!r} has keys {sorted(e)}; "
+                             f"expected {sorted(REGRESSION_KEYS)} (isolate optional)")
+        geometry(tuple(e["x"]), tuple(e["w"]))  # ShapeError if matmul would refuse them
+        bad = set(e["frameworks"]) - set(FRAMEWORKS) | set(e["dtypes"]) - set(DTYPES)
+        if bad:
+            raise ValueError(f"{path}: entry {e['name']!r} names unknown {sorted(bad)}")
+    return list(entries)
+
+
+def run_regression(entry: dict[str, Any], framework: str) -> list[str]:
+    """Every non-passing row of one regression case on one framework, as text."""
+    from harness.adapters import load
+
+    cls = load(framework)
+    adapter = cls(threads=1)
+    bad = []
+    for dtype in entry["dtypes"]:
+        if cls.unsupported_reason("cpu", dtype):
+            continue
+        for seed in range(entry["seeds"]):
+            for r in check_example(adapter, cls, tuple(entry["x"]), tuple(entry["w"]), dtype,
+                                   seed, entry["name"]):
+                if r.status in ("fail", "error"):
+                    bad.append(f"{entry['name']} {framework} {dtype} seed {seed} "
+                               f"{r.quantity}: {r.status}: {r.reason}")
+    return bad
+
+
 def _worker(framework: str, seed: int, start: int, stop: int, shapes: int) -> None:
     """Run examples start..stop-1 of one framework; one JSON line per example on stdout."""
     from harness.adapters import load
@@ -257,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", type=int, default=0,
                     help="cycle through this many shapes, new values each pass (0: all new)")
     ap.add_argument("--json", type=Path, help="also write the failures and counts here")
+    ap.add_argument("--regression", help="run the named case of configs/regressions.yaml "
+                    "on --frameworks instead; exit 1 if any row fails")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--stop", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -269,6 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--frameworks: unknown {', '.join(unknown)}; allowed: {', '.join(FRAMEWORKS)}",
               file=sys.stderr)
         return 2
+    if args.regression:
+        entry = next((e for e in load_regressions() if e["name"] == args.regression), None)
+        if entry is None:
+            print(f"--regression: no case {args.regression!r} in {REGRESSIONS}",
+                  file=sys.stderr)
+            return 2
+        bad = [line for fw in frameworks if fw in entry["frameworks"]
+               for line in run_regression(entry, fw)]
+        print("\n".join(bad) or f"{args.regression}: every row passes")
+        return 1 if bad else 0
     tally, began, i = Tally(), time.monotonic(), args.start
     while tally.total() < args.checks:  # rounds: every framework gets the same shapes
         for fw in frameworks:
