@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -327,12 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(bad) or f"{args.regression}: every row passes")
         return 1 if bad else 0
     tally, began, i = Tally(), time.monotonic(), args.start
-    while tally.total() < args.checks:  # rounds: every framework gets the same shapes
-        for fw in frameworks:
-            run_framework(fw, args.seed, i, i + args.batch, args.shapes, tally)
-        i += args.batch
-        print(f"[{time.monotonic() - began:.0f} s] examples {args.start}..{i - 1}: "
-              f"{tally.total()} checks, {len(tally.failures)} false failures", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `timeout`: report so far
+    try:
+        while tally.total() < args.checks:  # rounds: every framework gets the same shapes
+            for fw in frameworks:
+                run_framework(fw, args.seed, i, i + args.batch, args.shapes, tally)
+            i += args.batch
+            print(f"[{time.monotonic() - began:.0f} s] examples {args.start}..{i - 1}: "
+                  f"{tally.total()} checks, {len(tally.failures)} false failures", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: the counts below cover the rounds that finished")
     print(tally.report())
     print(f"seed {args.seed}, examples {args.start}..{i - 1}, "
           f"wall {time.monotonic() - began:.0f} s")

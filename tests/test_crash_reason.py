@@ -22,11 +22,13 @@ from harness.cli import main
 from harness.orchestrator import _tail
 from tests.test_registry import fake_entry_points
 
-TF_NOISE = """\
-2026-11-29 07:20:01.1: I tensorflow/core/util/port.cc:153] oneDNN custom operations are on.
-I0000 00:00:1795936968.547948    6367 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
-E0000 00:00:1795936969.878644    6367 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)
-"""
+TF_NOISE = (  # TensorFlow's start-up lines on a CPU-only machine, as captured here
+    "2026-11-29 07:20:01.1: I tensorflow/core/util/port.cc:153] oneDNN custom operations are "
+    "on.\nI0000 00:00:1795936968.547948    6367 cudart_stub.cc:31] Could not find cuda "
+    "drivers on your machine, GPU will not be used.\nE0000 00:00:1795936969.878644    6367 "
+    "cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to "
+    "cuInit: UNKNOWN ERROR (303)\n"
+)
 FAULTHANDLER = """\
 Fatal Python error: Aborted
 
