@@ -1,6 +1,6 @@
 """The dtypes under test: names, numpy types, and the unit roundoffs the tolerance needs.
 
-Values are those of ../shared/NUMERICS.md: `u_out` is the storage dtype's unit roundoff,
+Values are those of docs/numerics.md: `u_out` is the storage dtype's unit roundoff,
 `u_acc` the accumulator's (float16/bfloat16 GEMMs accumulate in float32), `eta` the
 underflow term (smallest subnormal of the accumulator, or of bfloat16 for its sums).
 """
@@ -50,7 +50,7 @@ DTYPES: dict[str, DType] = {
 }
 
 # Effective unit roundoff of the *inputs* of a float32 product in each compute mode
-# (NUMERICS.md): "ieee" is full float32; TF32 keeps 10 mantissa bits (truncating hardware);
+# (docs/numerics.md): "ieee" is full float32; TF32 keeps 10 mantissa bits (truncating hardware);
 # one bfloat16 pass keeps 8; three bfloat16 passes ("bf16x3") about 16.
 PRECISION_U_IN: dict[str, float] = {
     "ieee": 0.0,

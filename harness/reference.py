@@ -68,7 +68,7 @@ class Reference:
     """Exact-ish results (float64/complex128) and the magnitude sums the bound scales with.
 
     `scale[q]` is `|X|·|W|` for Y, `|G|·|W|ᵀ` for dX and `|X|ᵀ·|G|` for dW, with the same
-    broadcast reductions: the `S` of the Higham bound in NUMERICS.md.
+    broadcast reductions: the `S` of the Higham bound in docs/numerics.md.
     """
 
     values: dict[str, np.ndarray]
