@@ -15,6 +15,7 @@ deviations, so their false-alarm rate is that of the per-element bound itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -23,6 +24,9 @@ from harness.dtypes import DType
 from harness.tolerance import C_OUT, BoundParams, bound
 
 NAN = float("nan")
+# Where a sub-ulp bias matters and is tested: elsewhere one ulp is far below anything a
+# kernel could get wrong unnoticed by the per-element bound, and β alone is recorded.
+BIAS_DTYPES: tuple[str, ...] = ("float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,14 @@ def _parts(a: np.ndarray) -> np.ndarray:
     return a.view(np.float64).reshape(-1) if a.dtype.kind == "c" else a.reshape(-1)
 
 
-def _component(dtype: DType) -> ml_dtypes.finfo:
+_FINFO: Any = ml_dtypes.finfo  # numpy's finfo, extended to bfloat16 (untyped upstream)
+
+
+def _component(dtype: DType) -> Any:
     """finfo of the real type one component of `dtype` is stored in."""
     if dtype.is_complex:
-        return ml_dtypes.finfo(np.float32 if dtype.name == "complex64" else np.float64)
-    return ml_dtypes.finfo(dtype.numpy.type)
+        return _FINFO(np.float32 if dtype.name == "complex64" else np.float64)
+    return _FINFO(dtype.numpy.type)
 
 
 def rounding_margins(ref: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray, float]:
@@ -81,17 +88,27 @@ def rounding_margins(ref: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndar
     fi = _component(dtype)
     with np.errstate(over="ignore"):
         q = ref.astype(fi.dtype).astype(np.float64)
-    q = np.where(np.isfinite(q), q, ref)  # beyond the dtype's range: the Inf check's business
+    if not np.isfinite(q).all():  # beyond the dtype's range: the Inf check's business
+        q = np.where(np.isfinite(q), q, ref)
     p, emin = int(fi.nmant) + 1, int(fi.minexp)
     aq = np.abs(q)
     mant, e = np.frexp(aq)  # aq = mant·2^e with mant in [0.5, 1)
-    e = np.where(aq == 0, emin, np.maximum(e - 1, emin))  # q's binade; subnormals: emin
-    gap_up = np.ldexp(1.0, e - p + 1)
-    gap_down = np.where((mant == 0.5) & (e > emin), gap_up / 2, gap_up)  # below a power of 2
+    e -= 1  # the exponent of q's binade
+    np.maximum(e, emin, out=e)  # subnormals share emin's spacing
+    zero = aq == 0
+    if zero.any():
+        e[zero] = emin
+    half_up = np.ldexp(0.5, e - (p - 1))  # half the gap to the next larger magnitude
+    below_pow2 = (mant == 0.5) & (e > emin)  # the gap below a power of two is half
     ar = np.abs(ref)
-    margin = np.minimum(aq + gap_up / 2 - ar, ar - (aq - gap_down / 2))
-    margin = np.where(q == 0, gap_up / 2 - ar, margin)  # symmetric around zero
-    margin = np.where(ref * q < 0, 0.0, margin)  # a sign change: q is not RN(ref)
+    margin = aq - ar
+    margin += half_up
+    down = ar - aq
+    down += np.where(below_pow2, 0.5 * half_up, half_up)
+    np.minimum(margin, down, out=margin)
+    if zero.any():
+        margin[zero] = half_up[zero] - ar[zero]  # symmetric around zero
+    margin[ref * q < 0] = 0.0  # a sign change: q is not RN(ref)
     return q, np.maximum(margin, 0.0), float(np.ldexp(1.0, emin - p))
 
 
@@ -112,6 +129,8 @@ def bias_test(got: np.ndarray, ref: np.ndarray, allowed: np.ndarray,
     if r.size == 0 or norm == 0.0:
         return NAN, NAN, NAN
     beta = float(np.dot(r, g - r)) / norm
+    if dtype.name not in BIAS_DTYPES:
+        return beta, NAN, NAN
     q, margin, h_min = rounding_margins(r, dtype)
     beta0 = float(np.dot(r, q - r)) / norm
     slack = np.maximum(allowed - C_OUT * dtype.u_out * np.abs(ref), 0.0)

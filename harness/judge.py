@@ -16,7 +16,7 @@ import numpy as np
 from harness import divergences
 from harness.adapters import Adapter
 from harness.cases import make_inputs, make_tangents
-from harness.checks import Outcome, check
+from harness.checks import BIAS_DTYPES, Outcome, check
 from harness.dtypes import DType, get
 from harness.plan import Cell
 from harness.reference import EXTRA_QUANTITIES, QUANTITIES, reference
@@ -24,7 +24,7 @@ from harness.results import Row
 from harness.tolerance import BoundParams, bound, params
 
 NAN = float("nan")
-LOW_PRECISION = ("float16", "bfloat16")
+LOW_PRECISION = BIAS_DTYPES
 
 
 def quantities(adapter: type[Adapter]) -> dict[str, str | None]:

@@ -30,13 +30,13 @@ import ml_dtypes
 import numpy as np
 
 from harness.cases import Case, Inputs, make_inputs
-from harness.checks import check
+from harness.checks import BIAS_DTYPES, check
 from harness.dtypes import DTYPES, DType, get
 from harness.reference import matmul_vjp, reference
 from harness.results import atomic_write
 from harness.tolerance import params
 
-LOW = ("float16", "bfloat16")
+LOW = BIAS_DTYPES
 
 # Enough elements for the bias test to see a 1e-3 scaling in bfloat16 (σ_β ≈ u/√n).
 SQUARE = Case("square", (64, 64), (64, 64))
