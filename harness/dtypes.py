@@ -59,17 +59,7 @@ PRECISION_U_IN: dict[str, float] = {
     "bf16x3": 2.0**-16,
 }
 
-# Mantissa bits (with the implicit one) a float32 product delivers in each compute mode.
-PRECISION_BITS: dict[str, int] = {"ieee": 24, "tf32": 11, "bf16": 8, "bf16x3": 16}
-
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
-
-
-def promised_bits(dtype: DType, precision: str) -> int:
-    """Bits the recorded mode promises: the mode's for float32/complex64, else nominal."""
-    if dtype.name in ("float32", "complex64"):
-        return PRECISION_BITS.get(precision, dtype.nominal_bits)
-    return dtype.nominal_bits
 
 
 def get(name: str) -> DType:
