@@ -22,6 +22,7 @@ detection rates of the planted scaling under both.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -85,6 +86,16 @@ def _kernels(x: np.ndarray, w: np.ndarray, g: np.ndarray, tx: np.ndarray, tw: np
 
 
 def measure(examples: int, seed: int) -> tuple[Counter[tuple[str, ...]], int]:
+    counts: Counter[tuple[str, ...]] = Counter()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `timeout`: report so far
+    try:
+        _measure(examples, seed, counts)
+    except KeyboardInterrupt:
+        print("interrupted: the counts below cover the examples that finished")
+    return counts, examples
+
+
+def _measure(examples: int, seed: int, counts: Counter[tuple[str, ...]]) -> None:
     from benchmarks.campaign import example
     from harness.cases import Case, make_inputs, make_tangents
     from harness.checks import check
@@ -92,7 +103,6 @@ def measure(examples: int, seed: int) -> tuple[Counter[tuple[str, ...]], int]:
     from harness.reference import reference
     from harness.tolerance import params
 
-    counts: Counter[tuple[str, ...]] = Counter()
     for i in range(examples):
         x_shape, w_shape, _ = example(seed, i)
         case = Case(f"n{i}", x_shape, w_shape)
@@ -114,7 +124,6 @@ def measure(examples: int, seed: int) -> tuple[Counter[tuple[str, ...]], int]:
                         counts[(*key, "new")] += o.status == "pass" and o.biased
                         counts[(*key, "old")] += o.status == "pass" and _old_flag(
                             got, r, d.u_out)
-    return counts, examples
 
 
 def report(counts: Counter[tuple[str, ...]]) -> str:
