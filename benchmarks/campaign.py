@@ -21,6 +21,7 @@ shapes, so a run is reproducible and can be split into chunks with --start.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import signal
@@ -159,12 +160,19 @@ def load_regressions(path: Path = REGRESSIONS) -> list[dict[str, Any]]:
     return list(entries)
 
 
-def run_regression(entry: dict[str, Any], framework: str) -> list[str]:
-    """Every non-passing row of one regression case on one framework, as text."""
+@functools.cache
+def in_process(framework: str) -> Any:
+    """One adapter per framework for in-process use (tests), with the framework's own
+    thread settings: TensorFlow refuses a thread cap once another user has started it."""
     from harness.adapters import load
 
-    cls = load(framework)
-    adapter = cls(threads=1)
+    return load(framework)()
+
+
+def run_regression(entry: dict[str, Any], framework: str) -> list[str]:
+    """Every non-passing row of one regression case on one framework, as text."""
+    adapter = in_process(framework)
+    cls = type(adapter)
     bad = []
     for dtype in entry["dtypes"]:
         if cls.unsupported_reason("cpu", dtype):

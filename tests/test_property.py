@@ -11,7 +11,6 @@ allows, is never flagged) are checked on the same shapes without any framework.
 
 from __future__ import annotations
 
-import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.campaign import check_example, load_regressions, run_regression, shape_pair
+from benchmarks.campaign import (
+    check_example,
+    in_process,
+    load_regressions,
+    run_regression,
+    shape_pair,
+)
 from harness.adapters import load
 from harness.cases import Case, make_inputs, make_tangents
 from harness.checks import check
@@ -48,15 +53,11 @@ def profile(examples: int) -> Any:
                     suppress_health_check=list(HealthCheck))
 
 
-@functools.cache
-def _adapter(framework: str) -> Any:
-    return load(framework)(threads=1)
-
-
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_correct_autodiff_never_fails_on_random_shapes(framework: str) -> None:
     need(framework)
-    cls, adapter = load(framework), _adapter(framework)
+    adapter = in_process(framework)
+    cls = type(adapter)
     dtypes = [d for d in DTYPES if not cls.unsupported_reason("cpu", d)]
 
     @profile(EXAMPLES[framework])
