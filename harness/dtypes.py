@@ -1,6 +1,6 @@
 """The dtypes under test: names, numpy types, and the unit roundoffs the tolerance needs.
 
-Values are those of ../shared/NUMERICS.md: `u_out` is the storage dtype's unit roundoff,
+Values are those of docs/numerics.md: `u_out` is the storage dtype's unit roundoff,
 `u_acc` the accumulator's (float16/bfloat16 GEMMs accumulate in float32), `eta` the
 underflow term (smallest subnormal of the accumulator, or of bfloat16 for its sums).
 """
@@ -50,7 +50,7 @@ DTYPES: dict[str, DType] = {
 }
 
 # Effective unit roundoff of the *inputs* of a float32 product in each compute mode
-# (NUMERICS.md): "ieee" is full float32; TF32 keeps 10 mantissa bits (truncating hardware);
+# (docs/numerics.md): "ieee" is full float32; TF32 keeps 10 mantissa bits (truncating hardware);
 # one bfloat16 pass keeps 8; three bfloat16 passes ("bf16x3") about 16.
 PRECISION_U_IN: dict[str, float] = {
     "ieee": 0.0,
@@ -59,17 +59,7 @@ PRECISION_U_IN: dict[str, float] = {
     "bf16x3": 2.0**-16,
 }
 
-# Mantissa bits (with the implicit one) a float32 product delivers in each compute mode.
-PRECISION_BITS: dict[str, int] = {"ieee": 24, "tf32": 11, "bf16": 8, "bf16x3": 16}
-
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
-
-
-def promised_bits(dtype: DType, precision: str) -> int:
-    """Bits the recorded mode promises: the mode's for float32/complex64, else nominal."""
-    if dtype.name in ("float32", "complex64"):
-        return PRECISION_BITS.get(precision, dtype.nominal_bits)
-    return dtype.nominal_bits
 
 
 def get(name: str) -> DType:

@@ -15,8 +15,8 @@ import numpy as np
 
 from harness import divergences
 from harness.adapters import Adapter
-from harness.checks import Outcome, check
-from harness.dtypes import DType, get, promised_bits
+from harness.checks import BIAS_DTYPES, Outcome, check
+from harness.dtypes import DType, get
 from harness.plan import Cell
 from harness.refcache import Entry, References
 from harness.reference import EXTRA_QUANTITIES, QUANTITIES
@@ -26,7 +26,7 @@ from harness.spill import release
 from harness.tolerance import BoundParams, bound, params
 
 NAN = float("nan")
-LOW_PRECISION = ("float16", "bfloat16")
+LOW_PRECISION = BIAS_DTYPES
 
 
 def quantities(adapter: type[Adapter]) -> dict[str, str | None]:
@@ -169,21 +169,27 @@ def _missing(cell: Cell, q: str, errors: dict[str, str]) -> tuple[str, str]:
 
 def _forensics(cell: Cell, q: str, o: Outcome, dtype: DType, precision: str,
                k_eff: int) -> tuple[str, str, str]:
-    """Status, reason and note once bias and effective precision are looked at."""
+    """Status, reason and note once bias and effective precision are looked at.
+
+    Both thresholds are worst cases of the bound's own model (docs/numerics.md), computed
+    by `checks.check` for this quantity's `k_eff` and `precision`: a bias flag or a
+    precision note on a correct result would need the bound itself to fail.
+    """
     status, reason, notes = o.status, o.reason, []
     if status == "pass" and cell.dtype in LOW_PRECISION and o.biased:
         known = divergences.find(cell.framework, cell.device, cell.dtype, q, "bias")
-        what = (f"{q}: systematic bias β={o.bias:.3g} is {abs(o.bias) / o.bias_sigma:.1f}σ "
-                f"of unbiased rounding (σ={o.bias_sigma:.2g})")
+        what = (f"{q}: systematic bias β={o.bias:.3g} where the correctly rounded result "
+                f"has β₀={o.bias_null:.3g}; |β-β₀| is {o.bias_z:.3g}x the {o.bias_limit:.2g} "
+                "that accumulation and rounding can explain")
         if known:
             notes.append(f"known divergence: {what}: {known.reason} ({known.link})")
         else:
             status, reason = "fail", (f"{what}: a relative error below one ulp, such as a "
                                       "scaling or a biased rounding")
-    floor = promised_bits(dtype, precision) - (0.5 * math.log2(max(k_eff, 1)) + 2.0)
-    if o.effective_bits < floor:
+    if o.effective_bits < o.bits_floor:
         notes.append(f"effective precision {o.effective_bits:.1f} bits is below the "
-                     f"{floor:.1f} expected of {precision} {dtype.name}")
+                     f"{o.bits_floor:.1f} guaranteed by the {precision} {dtype.name} bound "
+                     f"(K_eff={k_eff})")
     return status, reason, "; ".join(notes)
 
 

@@ -18,6 +18,7 @@ import importlib.metadata
 import os
 import pickle
 import queue as queues
+import re
 import shutil
 import signal
 import subprocess
@@ -374,19 +375,44 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+# A dying process's own last words, as its C and C++ runtime print them before abort():
+# glibc's heap checks ("corrupted size vs. prev_size", "free(): invalid pointer", newer
+# glibc's "Fatal glibc error: ..."), stack protector, absl/glog CHECK failures (an
+# "F" log line), uncaught C++ exceptions with their what(), and CUDA errors. Non-fatal
+# absl lines ("E0000 ... CUDA error: Failed call to cuInit", on every CPU-only TensorFlow
+# start) are not last words and are skipped.
+FATAL_WORDS = re.compile(
+    r"^(?:(?:free|malloc|realloc|calloc|munmap_chunk|malloc_consolidate|_int_\w+|tcache_\w+)"
+    r"\(\): |corrupted |double free or corruption|Fatal glibc error|\*\*\* .+ \*\*\*"
+    r"|F\d{4} .*\] |Check failed: |terminate called |\s*what\(\): "
+    r"|.*(?:CUDA error|CUDA_ERROR_|cudaError|CUBLAS_STATUS_|CUDNN_STATUS_"
+    r"|illegal memory access|device-side assert))")
+ABSL_NOT_FATAL = re.compile(r"^[IWE]\d{4} ")
+FATAL_WORDS_KEPT = 3  # the last few: a glibc line and its abort, a CHECK and its context
+LINE_CHARS = 240
+
+
 def _tail(path: Path) -> str:
     """What the worker's stderr says about its death, on one line.
 
-    A faulthandler dump (fatal signal) is summarised as its headline and innermost frame;
-    anything else by its last lines.
+    The process's own last fatal words (see FATAL_WORDS) come first, then a faulthandler
+    dump (fatal signal) summarised as its headline and the dying thread's innermost frame;
+    without either, the last lines.
     """
     try:
-        lines = [ln.strip() for ln in
+        lines = [ln.strip()[:LINE_CHARS] for ln in
                  path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
+    words = list(dict.fromkeys(
+        ln for ln in lines if FATAL_WORDS.match(ln) and not ABSL_NOT_FATAL.match(ln)))
     fatal = [i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")]
     if fatal:
-        frames = [ln for ln in lines[fatal[-1]:] if ln.startswith("File ")]
-        return " | ".join([lines[fatal[-1]], *frames[:1]])
+        # faulthandler lists every thread; the one that died is the "Current thread"
+        dump = lines[fatal[-1]:]
+        current = next((i for i, ln in enumerate(dump) if ln.startswith("Current thread")), 0)
+        frames = [ln for ln in dump[current:] if ln.startswith("File ")]
+        return " | ".join([*words[-FATAL_WORDS_KEPT:], lines[fatal[-1]], *frames[:1]])
+    if words:
+        return " | ".join(words[-FATAL_WORDS_KEPT:])
     return " | ".join(lines[-STDERR_TAIL_LINES:])

@@ -124,13 +124,13 @@ def check_sampled(quantity: str, got: np.ndarray, s: Sample, dtype: DType, param
     max_err = max(p[1] for p in parts[:2])
     got_s = np.concatenate([got_rows.ravel(), got_cols.ravel()])
     ref_s = np.concatenate([ref.rows.ravel(), ref.cols.ravel()])
-    typ = np.concatenate([ref.rows_mag.ravel(), ref.cols_mag.ravel()]) / math.sqrt(
-        max(params.k_eff, 1))
-    bits, beta, sigma = statistics(got_s.astype(ref_s.dtype), ref_s, dtype, typ)
+    mag_s = np.concatenate([ref.rows_mag.ravel(), ref.cols_mag.ravel()])
+    allowed_s = bound(ref_s, mag_s, dtype, params, precision)
+    stats = statistics(got_s.astype(ref_s.dtype), ref_s, mag_s, allowed_s, dtype, params.k_eff)
     if ratio <= 1.0:
-        return Outcome("pass", "", max_err, ratio, bits, beta, sigma)
+        return Outcome("pass", "", max_err, ratio, *stats)
     reason = next(p[2] for p in parts if p[0] == ratio)
-    return Outcome("fail", reason, max_err, ratio, bits, beta, sigma)
+    return Outcome("fail", reason, max_err, ratio, *stats)
 
 
 def _first_nonfinite(a: np.ndarray) -> tuple[int, ...] | None:

@@ -3,12 +3,15 @@
 Two parts, neither needs a framework:
 
 1. **Checker sensitivity.** A catalogue of planted bugs, each a wrong gradient a real
-   framework has shipped (NUMERICS.md lists the upstream issues), is computed in float64
+   framework has shipped (docs/numerics.md lists the upstream issues), is computed in float64
    from the dtype's rounded inputs and rounded to the dtype, i.e. a kernel that is wrong in
    exactly one way and otherwise perfect. The checker (`judge`'s per-element test, and the
    bias test for float16/bfloat16) must report each as `fail`; the table is the detection
    rate over independent seeds. A control row (the correct result, rounded) shows the
-   false-alarm rate.
+   false-alarm rate. Rows for the hard shapes (K = 1 outer products, 1-D operands, a
+   heavily broadcast W, a single element) show what the bias test can and cannot resolve
+   there: each has its own control, which must never be flagged, and a 1e-3 scaling,
+   which no bar requires there (the rows say honestly where it is invisible).
 2. **The reference itself**, against central finite differences in float64 on the small
    cases: the formulas could be wrong in a way no framework comparison would reveal if
    every framework shared the bug.
@@ -27,18 +30,24 @@ import ml_dtypes
 import numpy as np
 
 from harness.cases import Case, Inputs, make_inputs
-from harness.checks import check
+from harness.checks import BIAS_DTYPES, check
 from harness.dtypes import DTYPES, DType, get
 from harness.reference import matmul_vjp, reference
 from harness.results import atomic_write
 from harness.tolerance import params
 
-LOW = ("float16", "bfloat16")
+LOW = BIAS_DTYPES
 
 # Enough elements for the bias test to see a 1e-3 scaling in bfloat16 (σ_β ≈ u/√n).
 SQUARE = Case("square", (64, 64), (64, 64))
 BROADCAST = Case("broadcast_w", (4, 16, 16), (16, 16))
 LONG_K = Case("long_k", (8, 1024), (1024, 8))
+# The hard shapes of the bias test (docs/numerics.md): elements that share factors, a
+# sum reduced from 64 rounded per-batch partials, a result of one element.
+OUTER = Case("outer_k1", (64, 1), (1, 64))
+VECTOR = Case("x_1d", (2048,), (2048, 2))
+BROADCAST_8D = Case("broadcast_8d", (2, 2, 2, 2, 2, 2, 8, 8), (8, 8))
+SCALAR = Case("one_element", (1, 1), (1, 1))
 
 
 def _wide(a: np.ndarray) -> np.ndarray:
@@ -79,14 +88,37 @@ class Bug:
     applies: Callable[[DType], bool]
     value: Callable[[Inputs, DType], np.ndarray]  # the buggy result, in float64/complex128
     structural: bool  # must be caught per element in every dtype it applies to
+    rounded_partials: bool = False  # judged as for a framework that rounds batch partials
+    shown_only: bool = False  # a hard-shape row: shown honestly, never required
 
 
 def _dx(i: Inputs, d: DType | None = None) -> np.ndarray:
     return matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[1]
 
 
+def _exact(quantity: str, factor: float = 1.0) -> Callable[[Inputs, DType], np.ndarray]:
+    """The correct `quantity`, times `factor`, before its one rounding to the dtype."""
+    index = ("Y", "dX", "dW").index(quantity)
+    return lambda i, d: matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[index] * factor
+
+
+def _hard(case: Case, quantity: str, what: str, rounded: bool = False) -> tuple[Bug, Bug]:
+    """A control and a 1e-3 scaling of `quantity` on one of the hard shapes."""
+    return (
+        Bug(f"{CONTROL}, {what}", f"the correct {quantity} of {case.label}, rounded: must "
+            "not be flagged", quantity, case, lambda d: True, _exact(quantity), False,
+            rounded),
+        Bug(f"scaling, {what}", f"{quantity} of {case.label} off by a relative 1e-3 "
+            "(not required: shows what the bias test resolves here)", quantity, case,
+            lambda d: True, _exact(quantity, 1 + 1e-3), False, rounded, shown_only=True),
+    )
+
+
+CONTROL = "none (control)"  # the correct result, rounded: its detections are false alarms
+
+
 BUGS: tuple[Bug, ...] = (
-    Bug("none (control)", "the correct result, rounded to the dtype: must not be flagged",
+    Bug(CONTROL, "the correct result, rounded to the dtype: must not be flagged",
         "dX", SQUARE, lambda d: True, _dx, False),
     Bug("missing transpose", "dX = G·W instead of G·Wᴴ, with a square W", "dX", SQUARE,
         lambda d: True, lambda i, d: _wide(i.g) @ _wide(i.w).conj(), True),
@@ -104,6 +136,11 @@ BUGS: tuple[Bug, ...] = (
         _low_accumulation, True),
     Bug("scaling by 1+1e-3", "dX off by a relative 1e-3: below one ulp of float16/bfloat16",
         "dX", SQUARE, lambda d: True, lambda i, d: _dx(i) * (1 + 1e-3), False),
+    *_hard(OUTER, "Y", "Y of K = 1"),
+    *_hard(VECTOR, "dX", "dX of 1-D X"),
+    *_hard(BROADCAST_8D, "dX", "dX of 8-D broadcast"),
+    *_hard(BROADCAST_8D, "dW", "dW of 8-D broadcast", rounded=True),
+    *_hard(SCALAR, "Y", "one element"),
 )
 
 
@@ -114,7 +151,7 @@ class Detection:
     trials: int
     detected: int
     median_ratio: float  # the per-element test's max |err|/bound (NaN: caught on shape)
-    median_bias_z: float  # |β|/σ of the bias test (float16/bfloat16 only)
+    median_bias_z: float  # |β - β₀| / limit of the bias test (float16/bfloat16 only)
     applies: bool
 
     @property
@@ -128,7 +165,7 @@ def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
     if not bug.applies(dtype):
         return Detection(bug.name, dtype.name, 0, 0, nan, nan, False)
     hits, ratios, zs = 0, [], []
-    p = params(bug.quantity, bug.case.geometry, rounded_partials=False)
+    p = params(bug.quantity, bug.case.geometry, rounded_partials=bug.rounded_partials)
     for seed in range(trials):
         inputs = make_inputs(bug.case, dtype, seed)
         ref = reference(inputs)
@@ -138,7 +175,7 @@ def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
         biased = dtype.name in LOW and o.status == "pass" and o.biased
         hits += o.status == "fail" or biased
         ratios.append(o.ratio)
-        zs.append(abs(o.bias) / o.bias_sigma if dtype.name in LOW else nan)
+        zs.append(o.bias_z if dtype.name in LOW else nan)
     return Detection(bug.name, dtype.name, trials, hits, _median(ratios), _median(zs), True)
 
 
@@ -153,7 +190,7 @@ def sensitivity(trials: int = 10) -> list[Detection]:
 
 def required(bug: Bug, dtype: str) -> bool:
     """Whether the issue's bar says `bug` must be caught in `dtype` (every time)."""
-    if bug.name == BUGS[0].name:  # the control
+    if is_control(bug.name) or bug.shown_only:
         return False
     if bug.structural:
         return True
@@ -168,7 +205,7 @@ def verdict(results: list[Detection]) -> list[str]:
     for r in results:
         if not r.applies:
             continue
-        if r.bug == CONTROL and r.detected:
+        if is_control(r.bug) and r.detected:
             problems.append(f"false alarm: the correct {r.dtype} result flagged "
                             f"{r.detected}/{r.trials} times")
         elif required(by_name[r.bug], r.dtype) and r.detected < r.trials:
@@ -195,7 +232,11 @@ DETECTION_COLUMNS: tuple[str, ...] = (
 FD_COLUMNS: tuple[str, ...] = (
     "case", "dtype", "quantity", "max_rel_err", "passed", "evaluations",
 )
-CONTROL = BUGS[0].name  # the correct result, rounded: its detections are false alarms
+
+
+def is_control(bug: str) -> bool:
+    """Whether `bug` names a control row (the correct result, on some case)."""
+    return bug.startswith(CONTROL)
 
 FD_MAX_ELEMENTS = 400  # finite differences cost two loss evaluations per input element
 FD_TOLERANCE = 1e-9

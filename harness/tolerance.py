@@ -1,4 +1,4 @@
-"""The per-element error bound, derived from dtype, shape and precision mode (NUMERICS.md).
+"""The per-element error bound, derived from dtype, shape and precision mode (docs/numerics.md).
 
     |got - ref| <= c_out*u_out*|ref|
                  + s*[2*u_in + phi(K_eff)*(u_acc + u_ref) + [B_red > 1]*B_red*u_out]*S
@@ -49,7 +49,7 @@ class BoundParams:
 def params(quantity: str, geo: Geometry, *, rounded_partials: bool) -> BoundParams:
     """`K_eff` and `B_red` of a quantity for a case's geometry.
 
-    Y, dX, dW as in NUMERICS.md; the JVP `dY = tX·W + X·tW` is two length-K products, each
+    Y, dX, dW as in docs/numerics.md; the JVP `dY = tX·W + X·tW` is two length-K products, each
     rounded to the dtype before they are added (B_red = 2); the second-order `d2W = Vᴴ·G`
     has dW's geometry, and double-backward graphs build it from elementwise products
     stored in the dtype (torch float16 mat_vec: 8x the plain bound), so B_red >= 2.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.cases import Case, geometry, make_inputs
-from harness.checks import check
+from harness.checks import check, rounding_margins
 from harness.dtypes import get
 from harness.reference import reference
 from harness.tolerance import bound, params, phi
@@ -121,3 +121,57 @@ def test_relative_error_of_1e_minus_3_fails_in_single_and_double(dtype: str) -> 
     got = (_ref(CASE, dtype).values["dX"] * (1 + 1e-3)).astype(get(dtype).numpy)
     o = _check("dX", got, CASE, dtype)
     assert o.status == "fail" and o.ratio > 10
+
+
+def _trunc_bf16(a: np.ndarray) -> np.ndarray:
+    """Round toward zero to bfloat16 (TensorFlow's Eigen CPU kernels): biased by design."""
+    f = a.astype(np.float32)
+    return (f.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32).astype(
+        get("bfloat16").numpy)
+
+
+def test_margins_are_exact_rounding_intervals() -> None:
+    """Anything closer to ref than its margin rounds to q; just beyond, it need not."""
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal(50_000) * np.exp(rng.uniform(-20, 10, 50_000))
+    d = get("float16")
+    q, margin, _ = rounding_margins(ref, d)
+    assert np.array_equal(ref.astype(np.float16).astype(np.float64), q)
+    for f in (-0.999, 0.999):
+        assert np.array_equal((ref + f * margin).astype(np.float16).astype(np.float64), q)
+    beyond = (ref + 1.001 * margin + 1e-300).astype(np.float16).astype(np.float64)
+    below = (ref - 1.001 * margin - 1e-300).astype(np.float16).astype(np.float64)
+    assert np.mean((beyond != q) | (below != q)) > 0.99
+
+
+def test_a_correctly_rounded_outer_product_has_no_room_for_bias() -> None:
+    """K = 1 (the issue's false failure): one exact product per element, so a correct
+    kernel returns exactly RN(ref); β₀ is whatever it is, and β must equal it."""
+    case = Case("outer", (8, 7, 1, 3, 1), (7, 1, 1))
+    ref = _ref(case, "bfloat16")
+    o = _check("Y", ref.values["Y"].astype(get("bfloat16").numpy), case, "bfloat16")
+    assert o.status == "pass" and o.bias == o.bias_null and not o.biased
+    assert o.bias_limit < 1e-3  # only exact ties of the 16-bit products sit on a boundary
+
+
+def test_round_toward_zero_is_flagged_and_rounded_partials_leave_it_silent() -> None:
+    case = Case("sq", (64, 64), (64, 64))
+    ref = _ref(case, "bfloat16").values["Y"]
+    o = _check("Y", _trunc_bf16(ref), case, "bfloat16")
+    assert o.status == "pass" and o.biased and o.bias < o.bias_null
+    # reduced from 64 rounded partials: the model allows far more than any sub-ulp bias
+    wide = Case("bcast", (4, 4, 4, 16, 16), (16, 16))
+    r = _ref(wide, "bfloat16")
+    p = params("dW", wide.geometry, rounded_partials=True)
+    got = _trunc_bf16(r.values["dW"])
+    o = check("dW", got, r.values["dW"], r.scale["dW"], get("bfloat16"), p)
+    assert o.bias_limit > 1e-2 and not o.biased
+
+
+def test_a_result_within_its_bound_never_falls_below_the_bits_floor() -> None:
+    ref = _ref(CASE, "float32")
+    p = params("Y", CASE.geometry, rounded_partials=False)
+    allowed = bound(ref.values["Y"], ref.scale["Y"], get("float32"), p)
+    worst = (ref.values["Y"] + 0.9 * allowed).astype(np.float32)
+    o = _check("Y", worst, CASE, "float32")
+    assert o.status == "pass" and o.effective_bits >= o.bits_floor > 15

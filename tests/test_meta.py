@@ -1,6 +1,6 @@
 """Meta-tests: the checker must catch deliberately wrong gradients.
 
-NUMERICS.md: structural bugs (missing transpose on a square W, batch-0-only or unreduced
+docs/numerics.md: structural bugs (missing transpose on a square W, batch-0-only or unreduced
 broadcast dW, missing conjugation) are visible per element in every dtype; a 1e-3 relative
 scaling is visible per element in float32/float64/complex64/complex128 but sits below one
 ulp of float16/bfloat16 (it needs the aggregate bias statistic there).

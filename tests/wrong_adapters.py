@@ -1,7 +1,7 @@
 """Deliberately wrong adapters: real autodiff, with one classic bug planted in the result.
 
 Each wraps a correct adapter (numpy or torch) and replaces one quantity by what a known
-real-world bug produces (NUMERICS.md lists the upstream issues). The checker must report
+real-world bug produces (docs/numerics.md lists the upstream issues). The checker must report
 each as `fail`. They are importable as `tests.wrong_adapters:<Class>`, so the same classes
 also run through the real orchestrator as entry-point plugins.
 """

@@ -206,7 +206,7 @@ def run(x, w, g, dtype, device):
             return jnp.real(jnp.sum(jnp.conj(v) * dx))
 
         # jax.grad of a real function of a complex W returns conj(∂h/∂Re W + i·∂h/∂Im W)
-        # (NUMERICS.md; the autodiff cookbook's complex section): undo the conjugation.
+        # (docs/numerics.md; the autodiff cookbook's complex section): undo the conjugation.
         d2w = jax.grad(h)(w)
         return jnp.conj(d2w) if jnp.iscomplexobj(d2w) else d2w
 

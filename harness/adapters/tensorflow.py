@@ -28,7 +28,7 @@ class TensorFlowAdapter(Adapter):
         forward_mode=True,
         second_order=True,
         # Broadcast gradients are per-batch products rounded to the storage dtype, then
-        # reduce_sum (NUMERICS.md), which the float16/bfloat16 bound must allow for.
+        # reduce_sum (docs/numerics.md), which the float16/bfloat16 bound must allow for.
         rounded_broadcast_partials=True,
     )
     repro_snippet = '''

@@ -76,7 +76,7 @@ def _detection_cell(d: Detection) -> Cell:
     stats = [f"median max |err|/bound {sig(d.median_ratio)}"
              if math.isfinite(d.median_ratio) else "caught on the shape"]
     if d.dtype in LOW_PRECISION and math.isfinite(d.median_bias_z):
-        stats.append(f"median bias |β|/σ {sig(d.median_bias_z)}")
+        stats.append(f"median bias |β-β₀|/limit {sig(d.median_bias_z)}")
     return Cell(d.label, css=status, md=MD_DETECTION.get(status, "") + d.label,
                 title=f"{d.bug} in {d.dtype}: {why} ({'; '.join(stats)})")
 
