@@ -34,6 +34,7 @@ import numpy as np
 
 from harness.adapters import BUILTIN
 from harness.adapters.base import Adapter, AdapterUnavailable, Capabilities
+from harness.adapters.numpy import NumpyAdapter
 from harness.cases import Case, make_inputs, make_tangents
 from harness.config import load as load_config
 from harness.dtypes import DTYPES, get
@@ -186,42 +187,20 @@ def _adapter(impl: Any, rounded: bool) -> tuple[type[Adapter], Adapter]:
                     f"TorchFunction; received {type(impl).__name__}")
 
 
-class _NumpyImplAdapter(Adapter):
-    """A NumpyImpl as an adapter: numpy arrays in and out, on the CPU."""
+class _NumpyImplAdapter(NumpyAdapter):
+    """A NumpyImpl as an adapter: numpy's, with the user's forward and backward."""
 
-    module = "numpy"
-    install_hint = "pip install numpy"
     impl: NumpyImpl
-
-    def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
-        pass
+    vjp = Adapter.vjp  # through `pullback`, not numpy's own formula
 
     def version(self) -> str:
         return ""
-
-    def threads(self) -> int:
-        return 1
-
-    def device_reason(self, device: str) -> str | None:
-        return None if device == "cpu" else "a NumpyImpl runs on the CPU"
-
-    def precision(self, device: str, dtype: str) -> str:
-        return "ieee"
-
-    def to_device(self, a: np.ndarray, device: str) -> Any:
-        return a
-
-    def to_numpy(self, t: Any) -> np.ndarray:
-        return np.asarray(t)
 
     def forward(self, x: Any, w: Any) -> Any:
         return self.impl.forward(x, w)
 
     def pullback(self, x: Any, w: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
         return self.impl.forward(x, w), lambda g: self.impl.backward(x, w, g)
-
-    def sync(self, outputs: tuple[Any, ...]) -> None:
-        return None
 
 
 class _TorchFunctionMixin:
