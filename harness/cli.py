@@ -38,7 +38,17 @@ from harness.config import (
 )
 from harness.dtypes import DEVICES, DTYPES
 from harness.orchestrator import Progress, Runner
-from harness.plan import Cell, Key, group_cells, in_plan_order, plan
+from harness.plan import (
+    Cell,
+    Key,
+    Shard,
+    ShardError,
+    group_cells,
+    in_plan_order,
+    parse_shard,
+    plan,
+    shard_of,
+)
 from harness.results import (
     ResultsFileError,
     Row,
@@ -51,7 +61,7 @@ from harness.results import (
     write_csv,
     write_junit,
 )
-from harness.system import system_info
+from harness.system import machine_slug, system_info
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SELFTEST_TRIALS = 10
@@ -152,6 +162,9 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="limit for the whole run; cells not done by then are errors "
                         "(default: the config's timeout, 7200)")
+    v.add_argument("--shard", metavar="I/N",
+                   help="run only slice I of N of the plan (balanced by estimated cost; "
+                        "combine the N folders with `matmul-harness merge`)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,7 +222,7 @@ def _command(args: argparse.Namespace) -> int:
         config=args.config, frameworks=args.framework, devices=args.device,
         dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
         junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
-        timeout=args.timeout, force=args.force,
+        timeout=args.timeout, force=args.force, shard=args.shard,
     )[0]
 
 
@@ -363,6 +376,7 @@ def verify(
     timeout: float | None = None,
     prefix: str = "verify",
     force: bool = False,
+    shard: str | None = None,
 ) -> tuple[int, Path]:
     """`verify` (and the verify step of `run`): the exit code and the output folder.
 
@@ -371,19 +385,24 @@ def verify(
     """
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
+    try:
+        part = parse_shard(shard) if shard is not None else None
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
     junit_path = _junit_path(junit)
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or precision or out or force:
+        if config or frameworks or devices or dtypes or precision or out or force or part:
             raise UsageError(
-                "--resume DIR continues the run recorded in DIR with that run's own config; "
-                "drop --config/--framework/--device/--dtype/--precision/--out/--force"
+                "--resume DIR continues the run recorded in DIR with that run's own config "
+                "and shard; drop --config/--framework/--device/--dtype/--precision/--out/"
+                "--force/--shard"
             )
         recorded, record = store.load_config(Path(resume), known)  # first: makes nothing
         out_dir = _out_dir(resume, prefix, "--resume")
         with store.claim(out_dir, "--resume"):
             cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
-            cells = plan(cfg)
+            cells = shard_of(plan(cfg), parse_shard(record.shard) if record.shard else None)
             kept = store.read_cells(out_dir, record.fingerprint, cells)
             if not (out_dir / store.PARTIAL_FILE).exists() and (
                     out_dir / store.FINAL_FILE).is_file():
@@ -397,8 +416,14 @@ def verify(
     out_dir = _out_dir(out, prefix)
     with store.claim(out_dir):
         store.prepare_fresh(out_dir, force)
-        record = _write(lambda: store.save_config(out_dir, cfg), out_dir / store.CONFIG_FILE)
-        return _run(cfg, plan(cfg), {}, out_dir, record, junit_path, jobs), out_dir
+        record = _write(lambda: store.save_config(out_dir, cfg, shard=_text(part)),
+                        out_dir / store.CONFIG_FILE)
+        return _run(cfg, shard_of(plan(cfg), part), {}, out_dir, record, junit_path,
+                    jobs), out_dir
+
+
+def _text(part: Shard | None) -> str:
+    return str(part) if part else ""
 
 
 def _write(action: Callable[[], T], path: Path, kept: Path | None = None) -> T:
@@ -418,8 +443,10 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
     rows = [r for rs in kept.values() for r in rs]
     log_path = out_dir / store.PARTIAL_FILE
     log = _write(lambda: store.CellLog(out_dir, kept, record.fingerprint), log_path)
+    machine = machine_slug()  # every row keeps its machine: merged runs mix several
 
     def record_rows(new: list[Row]) -> None:
+        new = [replace(r, machine=r.machine or machine) for r in new]
         rows.extend(new)
         log.append(new)
 
@@ -508,6 +535,8 @@ def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float,
         "config": cfg.source,
         "seed": cfg.seed,
         "fingerprint": record.fingerprint,
+        "shard": record.shard,  # "I/N", or "" for the whole plan
+        "cells_fingerprint": store.cells_fingerprint(cfg),  # runs that `merge` may combine
         "started": record.started,  # the run's first start, kept across resumes
         "resumed": list(record.resumed),
         "wall_s": round(time.time() - started, 3),  # the last session's

@@ -56,3 +56,76 @@ def group_cells(rows: Sequence[Row]) -> dict[Key, list[Row]]:
     for r in rows:
         cells.setdefault(row_key(r), []).append(r)
     return cells
+
+
+# --- shards: one slice of the plan per CI job or machine ----------------------------------
+
+# A cell's fixed cost in flop-equivalents: inputs drawn, the float64 reference, the judge
+# and the pipe dominate small cells, so a shard of many tiny cells is not "free".
+CELL_OVERHEAD_FLOPS = 2_000_000
+
+
+class ShardError(ValueError):
+    """A `--shard` that is not I/N with 1 <= I <= N."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """`I/N` (1 <= I <= N); ShardError saying what was received otherwise."""
+    head, sep, tail = text.strip().partition("/")
+    try:
+        index, count = int(head), int(tail)
+    except ValueError:
+        index = count = 0
+    if not sep or count < 1 or not 1 <= index <= count:
+        raise ShardError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/3")
+    return Shard(index, count)
+
+
+def cost(cell: Cell) -> int:
+    """A cell's estimated cost: the flops of Y, dX and dW (3 matmuls of 2·m·k·n each, per
+    batch; complex counts 4x) plus a fixed per-cell overhead."""
+    g = cell.case.geometry
+    batch = 1
+    for b in g.batch:
+        batch *= b
+    work = 6 * batch * g.m * g.k * g.n * (4 if cell.dtype.startswith("complex") else 1)
+    return work + CELL_OVERHEAD_FLOPS
+
+
+def assign(cells: Sequence[Cell], count: int) -> list[int]:
+    """The 0-based shard of each cell: greedy longest-first onto the least-loaded shard.
+
+    Deterministic (ties broken by plan position, then by shard number) and balanced by
+    `cost`: no shard exceeds the mean by more than the largest cell. Cells of one framework
+    and precision mode may land in several shards, which costs one worker start-up each;
+    among equally loaded shards the one already running that group is preferred, which
+    keeps start-ups low without giving up the balance.
+    """
+    order = sorted(range(len(cells)), key=lambda i: (-cost(cells[i]), i))
+    load = [0] * count
+    groups: list[set[tuple[str, str]]] = [set() for _ in range(count)]
+    out = [0] * len(cells)
+    for i in order:
+        group = (cells[i].framework, cells[i].mode)
+        s = min(range(count), key=lambda j: (load[j], group not in groups[j], j))
+        out[i] = s
+        load[s] += cost(cells[i])
+        groups[s].add(group)
+    return out
+
+
+def shard_of(cells: Sequence[Cell], shard: Shard | None) -> list[Cell]:
+    """The cells of `shard` (all of them for None), in plan order."""
+    if shard is None or shard.count == 1:
+        return list(cells)
+    where = assign(cells, shard.count)
+    return [c for c, s in zip(cells, where, strict=True) if s == shard.index - 1]

@@ -43,6 +43,9 @@ class Row:
     bias: float = float("nan")  # β = Re Σ(got - ref)·conj(ref) / Σ|ref|²
     note: str = ""  # flags: precision below the recorded mode, known divergences
     precision_flags: str = ""  # the framework settings behind `precision` (TF32 switches...)
+    # Added by sharded and merged runs; older files read with "" (the folder's run.json
+    # then names the machine).
+    machine: str = ""  # run.json's system.machine_name of the machine that ran the cell
 
 
     @property
