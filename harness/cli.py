@@ -125,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", help="YAML config whose small cases are checked by finite "
                                      "differences (default: the embedded default)")
     st.add_argument("--out", help="output folder (default: a new folder under results/)")
+    mg = sub.add_parser("merge", help="combine verify folders from many machines and shards "
+                                      "into one verify.csv (and run.json)")
+    mg.add_argument("folders", nargs="+", metavar="DIR", help="verify --out folders")
+    mg.add_argument("--out", required=True, metavar="DIR", help="where the merged set goes")
+    mg.add_argument("--prefer", choices=("newest", "first"),
+                    help="a cell found twice on one machine: keep the newest run's, or the "
+                         "first folder's (default: refuse)")
+    mg.add_argument("--allow-missing", action="store_true",
+                    help="merge although a shard is missing (recorded in run.json)")
+    mg.add_argument("--force", action="store_true",
+                    help="replace the results already in --out")
     rr = sub.add_parser("repro", help="write a standalone script (numpy and the framework "
                                       "only) that reproduces one cell of a verify run")
     rr.add_argument("result_dir", metavar="RESULT_DIR", help="a verify output folder")
@@ -212,6 +223,17 @@ def _command(args: argparse.Namespace) -> int:
         print(f"repro: {path}\nrun it anywhere numpy and {args.framework} are "
               f"installed: python {path}")
         return EXIT_OK
+    if args.command == "merge":
+        from harness.merge import merge
+
+        out_dir = _out_dir(args.out, "merge")
+        rows, missing = merge([Path(f) for f in args.folders], out_dir, prefer=args.prefer,
+                              allow_missing=args.allow_missing, force=args.force)
+        for gap in missing:
+            print(f"matmul-harness: merged without shard {printable(gap)}", file=sys.stderr)
+        print(f"merged {len(args.folders)} folder(s): "
+              f"{len({r.machine for r in rows})} machine(s)")
+        return _show(rows, out_dir, None)
     if args.command == "bench":
         from harness.bench import run_bench  # lazy: keeps `import harness` light
 

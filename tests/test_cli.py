@@ -55,6 +55,7 @@ def test_verify_writes_csv_matrix_and_summary(tmp_path: Path, capsys) -> None:  
         "framework", "device", "dtype", "case", "x_shape", "w_shape", "quantity", "status",
         "reason", "max_abs_err", "ratio", "k_eff", "precision", "framework_version",
         "precision_mode", "effective_bits", "nominal_bits", "bias", "note", "precision_flags",
+        "machine",
     ]
     first = rows[0]
     assert (first["framework"], first["dtype"], first["case"], first["quantity"]) == (
