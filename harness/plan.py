@@ -102,24 +102,23 @@ def cost(cell: Cell) -> int:
 
 
 def assign(cells: Sequence[Cell], count: int) -> list[int]:
-    """The 0-based shard of each cell: greedy longest-first onto the least-loaded shard.
+    """The 0-based shard of each cell: the plan cut into `count` contiguous runs of about
+    equal estimated cost.
 
-    Deterministic (ties broken by plan position, then by shard number) and balanced by
-    `cost`: no shard exceeds the mean by more than the largest cell. Cells of one framework
-    and precision mode may land in several shards, which costs one worker start-up each;
-    among equally loaded shards the one already running that group is preferred, which
-    keeps start-ups low without giving up the balance.
+    A cell goes to the shard whose share of the total cost holds the middle of the cell
+    (its cost's midpoint on the running total), so every cut lies within half a cell of
+    its ideal place: each shard's cost is within one largest cell of the mean.
+    Deterministic (plan order only). Contiguous because cells of one framework and
+    precision mode are adjacent in the plan, and each group a shard holds costs it one
+    worker start-up: N shards of G groups start at most G + N - 1 workers in all, where
+    dealing cells out one by one would start G x N.
     """
-    order = sorted(range(len(cells)), key=lambda i: (-cost(cells[i]), i))
-    load = [0] * count
-    groups: list[set[tuple[str, str]]] = [set() for _ in range(count)]
-    out = [0] * len(cells)
-    for i in order:
-        group = (cells[i].framework, cells[i].mode)
-        s = min(range(count), key=lambda j: (load[j], group not in groups[j], j))
-        out[i] = s
-        load[s] += cost(cells[i])
-        groups[s].add(group)
+    costs = [cost(c) for c in cells]
+    share = sum(costs) / count
+    out, before = [], 0
+    for c in costs:
+        out.append(min(count - 1, int((before + c / 2) / share)))
+        before += c
     return out
 
 

@@ -60,8 +60,10 @@ def test_shards_partition_the_plan_deterministically_and_balanced(seed: int) -> 
     for p in parts:  # each slice in plan order
         assert [cells.index(c) for c in p] == sorted(cells.index(c) for c in p)
     loads = [sum(map(cost, p)) for p in parts]
-    # greedy longest-first: no shard exceeds another by more than the largest cell
-    assert max(loads) - min(loads) <= max(map(cost, cells))
+    mean, largest = sum(loads) / n, max(map(cost, cells))
+    assert all(abs(load - mean) <= largest for load in loads)  # balanced within one cell
+    groups = len({(c.framework, c.mode) for c in cells})
+    assert sum(len({(c.framework, c.mode) for c in p}) for p in parts) <= groups + n - 1
 
 
 @pytest.mark.parametrize("text", ["0/3", "4/3", "3", "a/b", "1/0", "-1/2", "", "1/2/3", "1/ "])
