@@ -69,6 +69,12 @@ def read_source(folder: Path) -> Source:
     src = Source(folder, cfg, record, run, [])
     rows = [replace(r, machine=r.machine or src.machine)
             for r in read_csv(folder / store.FINAL_FILE)]
+    by_key = {c.key: c for c in plan(cfg)}
+    for key, cell_rows in group_cells(rows).items():
+        bad = store.mismatch(cell_rows, by_key.get(key))
+        if bad:
+            raise MergeError(f"{folder / store.FINAL_FILE}: {bad}; it does not hold the "
+                             f"results of {folder / store.CONFIG_FILE}")
     return replace(src, rows=rows)
 
 

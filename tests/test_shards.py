@@ -175,6 +175,16 @@ def test_merge_refuses_what_it_cannot_combine(runs: Path, tmp_path: Path,
                       str(tmp_path / "f"))
     assert code == 2 and "different configs" in err and str(other) in err
 
+    edited = tmp_path / "edited"  # a verify.csv that is not its config.json's
+    edited.mkdir()
+    for name in ("config.json", "run.json"):
+        (edited / name).write_bytes((runs / "s2" / name).read_bytes())
+    rows = read_csv(runs / "s2" / "verify.csv")
+    write_csv([replace(rows[0], case="bogus"), *rows[1:]], edited / "verify.csv")
+    code, err = merge(str(runs / "s1"), str(edited), str(runs / "s3"), "--out",
+                      str(tmp_path / "h"))
+    assert code == 2 and "bogus" in err and "not in the run's plan" in err
+
     code, err = merge(str(runs / "s1"), "--out", str(runs / "s1"))
     assert code == 2
     code, err = merge(str(tmp_path / "nothing"), "--out", str(tmp_path / "g"))
