@@ -39,7 +39,17 @@ from harness.config import (
 )
 from harness.dtypes import DEVICES, DTYPES
 from harness.orchestrator import Progress, Runner
-from harness.plan import Cell, Key, group_cells, in_plan_order, plan
+from harness.plan import (
+    Cell,
+    Key,
+    Shard,
+    ShardError,
+    group_cells,
+    in_plan_order,
+    parse_shard,
+    plan,
+    shard_of,
+)
 from harness.results import (
     ResultsFileError,
     Row,
@@ -52,7 +62,7 @@ from harness.results import (
     write_csv,
     write_junit,
 )
-from harness.system import system_info
+from harness.system import machine_slug, system_info
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SELFTEST_TRIALS = 10
@@ -116,6 +126,17 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", help="YAML config whose small cases are checked by finite "
                                      "differences (default: the embedded default)")
     st.add_argument("--out", help="output folder (default: a new folder under results/)")
+    mg = sub.add_parser("merge", help="combine verify folders from many machines and shards "
+                                      "into one verify.csv (and run.json)")
+    mg.add_argument("folders", nargs="+", metavar="DIR", help="verify --out folders")
+    mg.add_argument("--out", required=True, metavar="DIR", help="where the merged set goes")
+    mg.add_argument("--prefer", choices=("newest", "first"),
+                    help="a cell found twice on one machine: keep the newest run's, or the "
+                         "first folder's (default: refuse)")
+    mg.add_argument("--allow-missing", action="store_true",
+                    help="merge although a shard is missing (recorded in run.json)")
+    mg.add_argument("--force", action="store_true",
+                    help="replace the results already in --out")
     rr = sub.add_parser("repro", help="write a standalone script (numpy and the framework "
                                       "only) that reproduces one cell of a verify run")
     rr.add_argument("result_dir", metavar="RESULT_DIR", help="a verify output folder")
@@ -175,6 +196,9 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
                    help="how results are checked: against a full float64 reference, on "
                         "sampled elements and projections, or auto (sampled for products "
                         "above 2^30 multiply-adds; default: the config's check, auto)")
+    v.add_argument("--shard", metavar="I/N",
+                   help="run only slice I of N of the plan (balanced by estimated cost; "
+                        "combine the N folders with `matmul-harness merge`)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,6 +258,17 @@ def _command(args: argparse.Namespace) -> int:
         print(f"repro: {path}\nrun it anywhere numpy and {args.framework} are "
               f"installed: python {path}")
         return EXIT_OK
+    if args.command == "merge":
+        from harness.merge import merge
+
+        out_dir = _out_dir(args.out, "merge")
+        rows, missing = merge([Path(f) for f in args.folders], out_dir, prefer=args.prefer,
+                              allow_missing=args.allow_missing, force=args.force)
+        for gap in missing:
+            print(f"matmul-harness: merged without shard {printable(gap)}", file=sys.stderr)
+        print(f"merged {len(args.folders)} folder(s): "
+              f"{len({r.machine for r in rows})} machine(s)")
+        return _show(rows, out_dir, None)
     if args.command == "bench":
         from harness.bench import run_bench  # lazy: keeps `import harness` light
 
@@ -244,7 +279,7 @@ def _command(args: argparse.Namespace) -> int:
         config=args.config, frameworks=args.framework, devices=args.device,
         dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
         junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
-        timeout=args.timeout, force=args.force, check=args.check,
+        timeout=args.timeout, force=args.force, check=args.check, shard=args.shard,
     )[0]
 
 
@@ -399,6 +434,7 @@ def verify(
     prefix: str = "verify",
     force: bool = False,
     check: str | None = None,
+    shard: str | None = None,
 ) -> tuple[int, Path]:
     """`verify` (and the verify step of `run`): the exit code and the output folder.
 
@@ -407,19 +443,25 @@ def verify(
     """
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
+    try:
+        part = parse_shard(shard) if shard is not None else None
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
     junit_path = _junit_path(junit)
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or precision or out or force or check:
+        if config or frameworks or devices or dtypes or precision or out or force or part \
+                or check:
             raise UsageError(
-                "--resume DIR continues the run recorded in DIR with that run's own config; "
-                "drop --config/--framework/--device/--dtype/--precision/--out/--force/--check"
+                "--resume DIR continues the run recorded in DIR with that run's own config "
+                "and shard; drop --config/--framework/--device/--dtype/--precision/--out/"
+                "--force/--shard/--check"
             )
         recorded, record = store.load_config(Path(resume), known)  # first: makes nothing
         out_dir = _out_dir(resume, prefix, "--resume")
         with store.claim(out_dir, "--resume"):
             cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
-            cells = plan(cfg)
+            cells = shard_of(plan(cfg), parse_shard(record.shard) if record.shard else None)
             kept = store.read_cells(out_dir, record.fingerprint, cells)
             if not (out_dir / store.PARTIAL_FILE).exists() and (
                     out_dir / store.FINAL_FILE).is_file():
@@ -435,8 +477,14 @@ def verify(
     out_dir = _out_dir(out, prefix)
     with store.claim(out_dir):
         store.prepare_fresh(out_dir, force)
-        record = _write(lambda: store.save_config(out_dir, cfg), out_dir / store.CONFIG_FILE)
-        return _run(cfg, plan(cfg), {}, out_dir, record, junit_path, jobs), out_dir
+        record = _write(lambda: store.save_config(out_dir, cfg, shard=_text(part)),
+                        out_dir / store.CONFIG_FILE)
+        return _run(cfg, shard_of(plan(cfg), part), {}, out_dir, record, junit_path,
+                    jobs), out_dir
+
+
+def _text(part: Shard | None) -> str:
+    return str(part) if part else ""
 
 
 def _write(action: Callable[[], T], path: Path, kept: Path | None = None) -> T:
@@ -456,8 +504,10 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
     rows = [r for rs in kept.values() for r in rs]
     log_path = out_dir / store.PARTIAL_FILE
     log = _write(lambda: store.CellLog(out_dir, kept, record.fingerprint), log_path)
+    machine = machine_slug()  # every row keeps its machine: merged runs mix several
 
     def record_rows(new: list[Row]) -> None:
+        new = [replace(r, machine=r.machine or machine) for r in new]
         rows.extend(new)
         log.append(new)
 
@@ -546,6 +596,8 @@ def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float,
         "config": cfg.source,
         "seed": cfg.seed,
         "fingerprint": record.fingerprint,
+        "shard": record.shard,  # "I/N", or "" for the whole plan
+        "cells_fingerprint": store.cells_fingerprint(cfg),  # runs that `merge` may combine
         "started": record.started,  # the run's first start, kept across resumes
         "resumed": list(record.resumed),
         "wall_s": round(time.time() - started, 3),  # the last session's

@@ -44,6 +44,9 @@ class Row:
     note: str = ""  # flags: precision below the recorded mode, known divergences
     precision_flags: str = ""  # the framework settings behind `precision` (TF32 switches...)
     check: str = ""  # full or sampled (harness/sampled.py); empty in files from before it
+    # Added by sharded and merged runs; older files read with "" (the folder's run.json
+    # then names the machine).
+    machine: str = ""  # run.json's system.machine_name of the machine that ran the cell
 
 
     @property

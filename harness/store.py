@@ -64,6 +64,7 @@ class RunRecord:
     harness_version: str
     started: str  # when the run first started (a resume keeps it)
     resumed: tuple[str, ...] = ()  # when each resume started
+    shard: str = ""  # "I/N" when the run is one slice of its config's plan (verify --shard)
 
 
 def stamp(t: float | None = None) -> str:
@@ -84,18 +85,35 @@ def _config_data(cfg: Config) -> dict[str, Any]:
     }
 
 
-def fingerprint(cfg: Config) -> str:
+def fingerprint(cfg: Config, shard: str = "") -> str:
     """The hash of everything that decides the results (not the time limits, which a
-    resume may change): every config key recorded, and the harness version."""
+    resume may change): every config key recorded, the harness version, and the shard
+    ("I/N") when the run is one slice of the plan (an unsharded run's hash is unchanged)."""
     data = {k: v for k, v in _config_data(cfg).items() if k not in ("cell_timeout", "timeout")}
     data["harness_version"] = __version__
+    if shard:
+        data["shard"] = shard
+    return _hash(data)
+
+
+def cells_fingerprint(cfg: Config) -> str:
+    """The hash of what decides any one cell's result: the cases (names and shapes), the
+    seed and the harness version. Runs that agree on it may be merged (`merge`): the same
+    cell then means the same inputs, whichever frameworks, devices or shard each ran."""
+    data = _config_data(cfg)
+    return _hash({"cases": data["cases"], "seed": data["seed"],
+                  "harness_version": __version__})
+
+
+def _hash(data: dict[str, Any]) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def save_config(out_dir: Path, cfg: Config, record: RunRecord | None = None) -> RunRecord:
+def save_config(out_dir: Path, cfg: Config, record: RunRecord | None = None,
+                shard: str = "") -> RunRecord:
     """Write config.json: the config and the run's record (a new run's unless given)."""
-    record = record or RunRecord(fingerprint(cfg), __version__, stamp())
+    record = record or RunRecord(fingerprint(cfg, shard), __version__, stamp(), shard=shard)
     data = {_RUN_KEY: dataclasses.asdict(record), **_config_data(cfg)}
     atomic_write(out_dir / CONFIG_FILE, json.dumps(data, indent=1) + "\n")
     return record
@@ -133,11 +151,11 @@ def load_config(out_dir: Path, known_frameworks: Sequence[str]) -> tuple[Config,
             f"{path}: the run was started by matmul-harness {record.harness_version}, this is "
             f"{__version__}; finish it with that version, or start afresh with --force"
         )
-    if record.fingerprint != fingerprint(cfg):
+    if record.fingerprint != fingerprint(cfg, record.shard):
         raise ResultsFileError(
             f"{path}: the config was changed after the run started (fingerprint "
-            f"{fingerprint(cfg)}, recorded {record.fingerprint}); its finished cells belong "
-            "to the recorded config: restore it, or start afresh with --force"
+            f"{fingerprint(cfg, record.shard)}, recorded {record.fingerprint}); its finished "
+            "cells belong to the recorded config: restore it, or start afresh with --force"
         )
     return cfg, record
 

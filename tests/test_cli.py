@@ -57,6 +57,7 @@ def test_verify_writes_csv_matrix_and_summary(tmp_path: Path, capsys) -> None:  
         "reason", "max_abs_err", "ratio", "k_eff", "precision", "framework_version",
         "precision_mode", "effective_bits", "nominal_bits", "bias", "note", "precision_flags",
         "check",
+        "machine",
     ]
     assert {r["check"] for r in rows if r["status"] == "pass"} == {"full"}
     first = rows[0]

@@ -90,7 +90,9 @@ def _verify_rows(df: pd.DataFrame, machine: str, stamp: float,
     """verify.csv's columns as the long-form table's."""
     return pd.DataFrame({
         "source": "verify",
-        "machine": machine,
+        # Each row's own machine where it records one (merged folders hold several).
+        "machine": (df["machine"].where(df["machine"] != "", machine) if "machine" in df
+                    else machine),
         "benchmark": "verify",
         "kind": "verify",
         "framework": df["framework"],
@@ -130,12 +132,17 @@ def _read_folder(folder: Path, machines: dict[str, Machine],
             selftests.append(only)
             return None
     rows, run = read_verify(folder)
-    name = str(rows["machine"].iloc[0]) if len(rows) else folder.name
-    m = machines.setdefault(name, Machine(name))
-    if _stamp(run.get("started")) >= _stamp(m.run.get("started")) or not m.card:
-        m.card = dict(run.get("system") or {})
-        m.run = {k: v for k, v in run.items() if k != "system"}
-    m.sources.append(str(folder))
+    names = list(dict.fromkeys(map(str, rows["machine"]))) or [folder.name]
+    name = names[0]
+    # `merge` writes one card per machine under "systems"; a plain run has one "system".
+    raw = run.get("systems")
+    systems: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    for each in names:
+        m = machines.setdefault(each, Machine(each))
+        if _stamp(run.get("started")) >= _stamp(m.run.get("started")) or not m.card:
+            m.card = dict(systems.get(each) or run.get("system") or {})
+            m.run = {k: v for k, v in run.items() if k not in ("system", "systems")}
+        m.sources.append(str(folder))
     st = read_selftest(folder, name)
     if st is not None:
         selftests.append(st)
