@@ -27,6 +27,7 @@ from harness.suite import (
     DEFAULT,
     DEVICES,
     DTYPES,
+    FIXED_KINDS,
     FRAMEWORKS,
     GRIDS,
     KINDS,
@@ -48,7 +49,7 @@ from harness.suite import (
 )
 
 __all__ = [
-    "DEFAULT", "DEVICES", "DTYPES", "FRAMEWORKS", "GRIDS", "KINDS", "QUICK", "SEED",
+    "DEFAULT", "DEVICES", "DTYPES", "FIXED_KINDS", "FRAMEWORKS", "GRIDS", "KINDS", "QUICK", "SEED",
     "SELECTION_ENV", "SHAPE_GROUPS", "THREADS_ENV", "BenchError", "DeviceSelection", "Grid",
     "Selection", "active_selection", "bench_threads", "checkout", "git_head", "gpu_present",
     "grid", "load_selection", "machine_name", "parse_selection", "parse_versions", "plan",
@@ -116,9 +117,10 @@ def plan(selection: Selection, gpu: bool,
                 d = selection.device(dev)
                 if d is None or (dev == "gpu" and not gpu):
                     continue
-                dts = [t for t in g.dtypes
-                       if t in d.dtypes and cls.unsupported_reason(dev, t) is None]
-                shp = [s for s in g.shapes if s in d.shapes]
+                fixed = g.kind in FIXED_KINDS  # the grid's own cells, whatever d selects
+                dts = [t for t in g.dtypes if (fixed or t in d.dtypes)
+                       and cls.unsupported_reason(dev, t) is None]
+                shp = [s for s in g.shapes if fixed or s in d.shapes]
                 if not (dts and shp):
                     continue
                 methods = [m for m in g.methods if dev == "gpu" or m not in g.gpu_only]
