@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                                     "(default: the built-in selection)")
     b.add_argument("--results-dir", metavar="DIR",
                    help="where asv writes results (default: asv.conf.json's, results/)")
+    b.add_argument("--versions", metavar="NAME==VER,...",
+                   help="time these framework releases side by side, each in an asv-managed "
+                        "environment (e.g. jax==0.6.2,jax==0.7.2)")
+    b.add_argument("--rounds", type=int, metavar="N",
+                   help="asv rounds per cell, interleaved across releases (default: asv's, 2)")
     b.add_argument("asv_args", nargs=argparse.REMAINDER, metavar="-- ASV_RUN_ARGS",
                    help="passed to asv run, e.g. -- --show-stderr")
     rp = sub.add_parser("report", help="write report.html and report.md from verify and asv "
@@ -139,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
             return run_bench(quick=args.quick, config=args.config, extra_args=extra,
-                             results_dir=Path(args.results_dir) if args.results_dir else None)
+                             results_dir=Path(args.results_dir) if args.results_dir else None,
+                             versions=args.versions, rounds=args.rounds)
         return verify(
             config=args.config, frameworks=args.framework, devices=args.device,
             dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
