@@ -220,6 +220,10 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
         (home / "selection.json").write_text(selection.to_json(), encoding="utf-8")
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(home),
                THREADS_ENV: str(threads), SELECTION_ENV: str(home / "selection.json")}
+        if not matrix:
+            # asv drops PYTHONPATH; the benchmarks must import this folder's harness (the
+            # code being measured), not whichever checkout is installed.
+            env["ASV_PYTHONPATH"] = str(root)
         _asv(["machine", "--yes", "--machine", machine, "--config", str(conf)], env, root)
         _annotate_machine(home / ".asv-machine.json", machine, threads, host)
         where = (f"asv-managed environments {versions}" if matrix

@@ -88,6 +88,23 @@ def _parser() -> argparse.ArgumentParser:
                     help="asv results folder or file (default: asv.conf.json's, results/)")
     rp.add_argument("--peaks", metavar="FILE",
                     help="peak GFLOP/s table (default: the embedded configs/peaks.yaml)")
+    c = sub.add_parser("compare", help="is NEW slower than BASE? verdicts from asv samples; "
+                                       "exit 1 on a resolved regression")
+    c.add_argument("base", metavar="BASE", help="asv result file, environment name or commit "
+                                                "(with --rounds: a git revision)")
+    c.add_argument("new", metavar="NEW", help="the same kinds as BASE")
+    c.add_argument("--threshold", type=float, default=1.05, metavar="RATIO",
+                   help="a resolved slowdown beyond this ratio exits 1 (default: %(default)s)")
+    c.add_argument("--results-dir", metavar="DIR",
+                   help="asv results to look in (default: asv.conf.json's, results/)")
+    c.add_argument("--bench", metavar="REGEX", help="only cells whose name matches")
+    c.add_argument("--rounds", type=int, metavar="N",
+                   help="measure instead: alternate asv runs of BASE and NEW (git revisions) "
+                        "for up to N rounds, paired verdicts")
+    c.add_argument("--budget", type=float, default=900.0, metavar="SECONDS",
+                   help="with --rounds: stop starting rounds after this (default: %(default)s)")
+    c.add_argument("--config", help="with --rounds: bench YAML of the cells to time "
+                                    "(default: the built-in quick selection)")
     st = sub.add_parser("selftest", help="show what a pass is worth: planted bugs caught per "
                                          "dtype, and the reference against finite differences")
     st.add_argument("--trials", type=int, default=SELFTEST_TRIALS, metavar="N",
@@ -139,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"--trials must be at least 1; received {args.trials}")
             cfg = load(args.config, tuple(registry()))
             return selftest.run(cfg.cases, args.trials, _out_dir(args.out, "selftest"))
+        if args.command == "compare":
+            from harness.compare import compare_command  # lazy: pandas
+
+            return compare_command(args.base, args.new, threshold=args.threshold,
+                                   results_dir=args.results_dir, rounds=args.rounds,
+                                   budget=args.budget, config=args.config,
+                                   bench_filter=args.bench)
         if args.command == "bench":
             from harness.bench import run_bench  # lazy: keeps `import harness` light
 
