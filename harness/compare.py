@@ -269,11 +269,13 @@ def _fmt(s: float) -> str:
 
 
 def render(rows: Sequence[Row], threshold: float) -> str:
-    lines = [f"{'cell':58} {'base':>11} {'new':>11}  verdict"]
-    for r in rows:
+    cells = [" ".join([r.cell[1].split(".")[-2] if "." in r.cell[1] else r.cell[1],
+                       *r.cell[2:]]) for r in rows]
+    width = max([4, *map(len, cells)])
+    lines = [f"{'cell':{width}} {'base':>11} {'new':>11}  verdict"]
+    for r, cell in zip(rows, cells, strict=True):
         flag = "  << REGRESSION" if r.verdict.regression(threshold) else ""
-        cell = " ".join(r.cell[1:]).replace("matmul.", "")
-        lines.append(f"{cell[:58]:58} {_fmt(r.base):>11} {_fmt(r.new):>11}  "
+        lines.append(f"{cell:{width}} {_fmt(r.base):>11} {_fmt(r.new):>11}  "
                      f"{r.verdict.text()}{flag}")
     return "\n".join(lines)
 
