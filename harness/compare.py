@@ -195,7 +195,9 @@ def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
 
     selection = load_selection(config) if config else QUICK
     regexes, _ = plan(selection, gpu=False)
-    regexes = [r for r in regexes if ".time_" in r or "matmul." in r]
+    regexes = [r for r in regexes if r.startswith(r"^matmul\.")]  # timings only
+    if not regexes:
+        raise CompareError(f"{selection.source}: no timing cell to compare (kinds: time)")
     threads = bench_threads(selection)
     pairs: dict[tuple[str, ...], list[tuple[float, float]]] = {}
     start = time.monotonic()
