@@ -217,6 +217,12 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
     with tempfile.TemporaryDirectory(prefix="matmul-bench-") as tmp:
         home = Path(tmp)
         conf = _write_conf(root, home, results_dir, matrix)
+        if not matrix:
+            # asv resolves the configured branches even with --set-commit-hash; a clone
+            # need not have a local `main`, so name the commit measured instead.
+            data = json.loads(conf.read_text(encoding="utf-8"))
+            data["branches"] = [commit]
+            conf.write_text(json.dumps(data, indent=2), encoding="utf-8")
         (home / "selection.json").write_text(selection.to_json(), encoding="utf-8")
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(home),
                THREADS_ENV: str(threads), SELECTION_ENV: str(home / "selection.json")}

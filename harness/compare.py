@@ -223,6 +223,9 @@ def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
                 side_env = {**env, "ASV_PYTHONPATH": str(trees[side])}
                 data = json.loads(conf.read_text(encoding="utf-8"))
                 data["repo"] = str(root)  # the commits live in the project's repository
+                # asv resolves the configured branches even when told the commit; a clone
+                # need not have `main`, so the branch is the commit itself.
+                data["branches"] = [shas[side]]
                 conf.write_text(json.dumps(data), encoding="utf-8")
                 code = _asv(["run", "--config", str(conf), "-E", "existing:same",
                              "--set-commit-hash", shas[side], "--machine", machine,
