@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 VERSIONS_BENCH = "versions.Installed.track_version"
+# Rounds of the timing benchmarks (matmul.*): asv's `-a rounds=N` would also repeat every
+# track_ benchmark N times, and their values are deterministic.
+ROUNDS_ENV = "MATMUL_BENCH_ROUNDS"
 # asv's track_ benchmarks return numbers, so a release is stored as one: 0.6.2 -> 6002,
 # 2.13.0 -> 2013000 (each part below 1000). Local labels and pre-release tags are dropped.
 VERSION_SCALE = (1_000_000, 1_000, 1)
@@ -184,7 +187,7 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
     asv writes results (None: asv.conf.json's `results_dir` in the project folder bench
     runs in). `versions`: "jax==0.6.2,jax==0.7.2" runs in asv-managed environments, one
     per release (asv's matrix.req), instead of this one; only those frameworks are timed.
-    `rounds`: asv rounds per cell (`-a rounds=N`); with several environments asv
+    `rounds`: asv rounds per timing cell (MATMUL_BENCH_ROUNDS); with several environments asv
     interleaves them (round 1 of every release, then round 2...), so machine drift hits
     every release alike. Samples are always recorded (`--record-samples`): the report and
     `matmul-harness compare` judge differences from them. `extra_args` go to `asv run`.
@@ -226,6 +229,8 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
         (home / "selection.json").write_text(selection.to_json(), encoding="utf-8")
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(home),
                THREADS_ENV: str(threads), SELECTION_ENV: str(home / "selection.json")}
+        if rounds:
+            env[ROUNDS_ENV] = str(rounds)
         if not matrix:
             # asv drops PYTHONPATH; the benchmarks must import this folder's harness (the
             # code being measured), not whichever checkout is installed.
@@ -243,7 +248,6 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
                ["-E", "existing:same", "--set-commit-hash", commit])
         args = ["run", "--config", str(conf), *how, "--machine", machine, "--record-samples",
                 *(["--quick"] if quick else []),
-                *([f"--attribute=rounds={rounds}"] if rounds else []),
                 *(f"--bench={r}" for r in regexes), *extra_args]
         results = Path(json.loads(conf.read_text(encoding="utf-8"))["results_dir"])
         log = results / f"bench-{machine}-{commit[:8]}.log"
