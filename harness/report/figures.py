@@ -250,9 +250,19 @@ def speedup_bars(geo: pd.DataFrame, machine: str, baseline: str, multi: bool) ->
         if dev != "cpu":
             for patch in ax.containers[i]:
                 patch.set_hatch("///")
+    # A geometric mean the samples do not resolve throughout is drawn faint: no ranking
+    # from an unresolved difference.
+    if {"n_faster", "n_slower"} <= set(g.columns):
+        ok = g.set_index(["framework", "device", "dtype"])
+        for i, (fw, dev) in enumerate(keys):
+            for patch, d in zip(ax.containers[i], dts, strict=False):
+                k = (fw, dev, d)
+                if k in ok.index and not (int(ok.loc[k, "n"]) == int(ok.loc[k, "n_faster"])
+                                          or int(ok.loc[k, "n"]) == int(ok.loc[k, "n_slower"])):
+                    patch.set_alpha(0.3)
     _plain_log(ax, "y")
     ax.axhline(1.0, color="#333333", linewidth=1)
-    ax.set_ylabel(f"speedup over {baseline} (geo. mean)", fontsize=9)
+    ax.set_ylabel(f"speedup over {baseline} (geo. mean; faint: not resolved)", fontsize=9)
     _declutter(ax)
     fig.legend(fontsize=8, ncol=min(4, len(keys)), loc="outside upper center", frameon=False)
     where = f" on {machine}" if multi else ""
