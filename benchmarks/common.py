@@ -43,11 +43,25 @@ class Cell:
     g: Any
     call: Callable[[], None]  # runs the pass once and waits for its results
     number: int  # calls per asv sample
+    clock: Callable[[], float] = time.perf_counter
 
     def timer(self) -> float:
         """asv's clock for a timed body that makes `number` calls: seconds / number, so the
         samples asv records are seconds per call."""
-        return time.perf_counter() / self.number
+        return self.clock() / self.number
+
+
+def clock(device: str) -> Callable[[], float]:
+    """Wall time; the process's CPU time for CPU cells when MATMUL_BENCH_CLOCK=cpu.
+
+    On a shared machine other processes take the CPU away mid-sample: wall time then
+    varies by 2x between runs, the CPU time the computation used far less (measured on
+    the project's 2-core VM at load 12: 256x256x256 float32, one thread, medians 0.42 to
+    0.58 ms of CPU against 1.4 to 2.0 ms of wall time). A GPU cell's CPU time says
+    nothing of the GPU: it keeps the wall clock."""
+    if os.environ.get(bench.CLOCK_ENV) == "cpu" and device == "cpu":
+        return time.process_time
+    return time.perf_counter
 
 
 def adapter(kind: str, framework: str, device: str, dtype: str, shape: str,
@@ -127,7 +141,7 @@ def cell(kind: str, framework: str, device: str, dtype: str, shape: str, pass_: 
     call = _pass(a, pass_, x, w, g)
     call()  # warm-up: JIT compilation, first-touch allocations, thread pools
     number = _calibrate(call) if calibrate else 1
-    _cells[key] = Cell(a, x, w, g, call, number)
+    _cells[key] = Cell(a, x, w, g, call, number, clock(device))
     return _cells[key]
 
 

@@ -1,6 +1,7 @@
 """Does `matmul-harness compare` catch a real 10% slowdown, and only that, on this machine?
 
-    python benchmarks/planted_regression.py [--rounds 12] [--budget 900] [--repeats 1]
+    python benchmarks/planted_regression.py [--rounds 20] [--budget 900] [--repeats 1]
+                                            [--clock cpu|wall]
 
 In a temporary clone of this repository (HEAD), two commits on top of HEAD:
 
@@ -48,7 +49,8 @@ def commit(clone: Path, message: str) -> str:
 
 def compare(clone: Path, base: str, new: str, args: argparse.Namespace) -> tuple[int, str]:
     cmd = [sys.executable, "-m", "harness", "compare", base, new, "--rounds", str(args.rounds),
-           "--budget", str(args.budget), "--config", str(clone / "planted.yaml")]
+           "--budget", str(args.budget), "--config", str(clone / "planted.yaml"),
+           "--clock", args.clock]
     env = {**os.environ, "PYTHONPATH": str(clone)}
     out = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True)
     return out.returncode, out.stdout + out.stderr
@@ -56,9 +58,11 @@ def compare(clone: Path, base: str, new: str, args: argparse.Namespace) -> tuple
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--budget", type=float, default=900.0)
     p.add_argument("--repeats", type=int, default=1, help="run both comparisons this often")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
+                   help="compare --clock (default: cpu, steadier on a shared machine)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="planted-") as tmp:
         clone = Path(tmp) / "clone"

@@ -60,6 +60,8 @@ VERSIONS_BENCH = "versions.Installed.track_version"
 # Rounds of the timing benchmarks (matmul.*): asv's `-a rounds=N` would also repeat every
 # track_ benchmark N times, and their values are deterministic.
 ROUNDS_ENV = "MATMUL_BENCH_ROUNDS"
+# "cpu": CPU cells time the process's CPU time instead of the wall clock (compare --clock)
+CLOCK_ENV = "MATMUL_BENCH_CLOCK"
 # asv's track_ benchmarks return numbers, so a release is stored as one: 0.6.2 -> 6002,
 # 2.13.0 -> 2013000 (each part below 1000). Local labels and pre-release tags are dropped.
 VERSION_SCALE = (1_000_000, 1_000, 1)

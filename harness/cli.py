@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --rounds: stop starting rounds after this (default: %(default)s)")
     c.add_argument("--config", help="with --rounds: bench YAML of the cells to time "
                                     "(default: the built-in quick selection)")
+    c.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="with --rounds: time CPU cells in wall time or in the process's CPU "
+                        "time, far steadier on a shared machine (default: %(default)s)")
     st = sub.add_parser("selftest", help="show what a pass is worth: planted bugs caught per "
                                          "dtype, and the reference against finite differences")
     st.add_argument("--trials", type=int, default=SELFTEST_TRIALS, metavar="N",
@@ -162,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return compare_command(args.base, args.new, threshold=args.threshold,
                                    results_dir=args.results_dir, rounds=args.rounds,
                                    budget=args.budget, config=args.config,
-                                   bench_filter=args.bench)
+                                   bench_filter=args.bench, clock=args.clock)
         if args.command == "bench":
             from harness.bench import run_bench  # lazy: keeps `import harness` light
 

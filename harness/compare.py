@@ -15,7 +15,9 @@ smoke) and one exit code for CI: **1** when some cell is a resolved slowdown bey
   one asv run per side and round; each round's medians form a pair, and the pairs are
   judged with Wilcoxon's signed-rank test, so machine drift between rounds cancels. It
   stops when every cell is resolved (8 rounds at least: with fewer the test cannot reach
-  p < 0.01) or after N rounds or `--budget` seconds, and says which.
+  p < 0.01) or after N rounds or `--budget` seconds, and says which. `--clock cpu` times
+  CPU cells in CPU time (the process's), which other processes on a shared machine
+  disturb far less than the wall clock.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 from harness import verdict as vd
 from harness.bench import (
+    CLOCK_ENV,
     QUICK,
     THREADS_ENV,
     BenchError,
@@ -186,7 +189,7 @@ def _round_medians(results: Path) -> dict[tuple[str, ...], float]:
 
 
 def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
-                        budget: float, config: str | None,
+                        budget: float, config: str | None, clock: str = "wall",
                         log: Any = sys.stdout) -> tuple[list[Row], str]:
     """Alternate asv runs of BASE and NEW until every cell is resolved or the budget is
     spent; the rows and a line saying why it stopped."""
@@ -209,7 +212,8 @@ def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
                 "new": _export(root, new_rev, trees["new"])}
         (work / "selection.json").write_text(selection.to_json(), encoding="utf-8")
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(work),
-               THREADS_ENV: str(threads), SELECTION_ENV: str(work / "selection.json")}
+               THREADS_ENV: str(threads), SELECTION_ENV: str(work / "selection.json"),
+               CLOCK_ENV: clock}
         machine = f"{machine_slug()}-{threads}t"
         conf0 = _write_conf(root, work, work / "r0")
         _asv(["machine", "--yes", "--machine", machine, "--config", str(conf0)], env, root)
@@ -288,12 +292,17 @@ def render(rows: Sequence[Row], threshold: float) -> str:
 def compare_command(base: str, new: str, *, threshold: float = 1.05,
                     results_dir: str | None = None, rounds: int | None = None,
                     budget: float = 900.0, config: str | None = None,
-                    bench_filter: str | None = None) -> int:
+                    bench_filter: str | None = None, clock: str = "wall") -> int:
     if not (threshold >= 1.0 and math.isfinite(threshold)):
         raise CompareError(f"--threshold must be a ratio >= 1 (1.05: 5% slower); received "
                            f"{threshold}")
     if rounds is not None and rounds < 1:
         raise CompareError(f"--rounds must be at least 1; received {rounds}")
+    if clock not in ("wall", "cpu"):
+        raise CompareError(f"--clock must be wall or cpu; received {clock!r}")
+    if clock != "wall" and not rounds:
+        raise CompareError("--clock applies to --rounds (stored results keep the clock "
+                           "they were measured with)")
     from harness.bench import checkout
 
     if rounds:
@@ -302,8 +311,8 @@ def compare_command(base: str, new: str, *, threshold: float = 1.05,
         project = checkout()
         git_head(project)
         rows, why = compare_interleaved(project, base, new, rounds=rounds, budget=budget,
-                                        config=config)
-        how = f"interleaved asv runs, {why}"
+                                        config=config, clock=clock)
+        how = f"interleaved asv runs, {clock} clock, {why}"
     else:
         root: Path | None
         try:

@@ -388,3 +388,16 @@ def test_drift_case_ids() -> None:
     assert common.case("16x65536x16").x == (16, 65536)
     with pytest.raises(ValueError, match="batch prefix"):
         common.case("x3:2x2x2")
+
+
+def test_cpu_clock_is_for_cpu_cells_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from benchmarks import common
+
+    monkeypatch.delenv(bench.CLOCK_ENV, raising=False)
+    assert common.clock("cpu") is time.perf_counter
+    monkeypatch.setenv(bench.CLOCK_ENV, "cpu")
+    assert common.clock("cpu") is time.process_time
+    assert common.clock("gpu") is time.perf_counter  # CPU time says nothing of a GPU
+    assert main(["compare", "a", "b", "--clock", "cpu"]) == 2  # stored results: no clock
