@@ -146,9 +146,9 @@ def series(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     labels = []
     for r, nc, nv, ne in zip(ok.itertuples(index=False), commits, versions, envs,
                              strict=True):
-        parts = [r.framework_version or "?"]
-        if nc > 1:
-            parts.append(f"@{r.commit[:8]}")
+        parts = [r.framework_version] if r.framework_version else []
+        if nc > 1 or not parts:
+            parts.append(f"@{r.commit[:8]}" if r.commit else "?")
         if ne > 1 and nv <= 1 and nc <= 1:
             parts.append(f"[{r.env}]")
         labels.append(" ".join(parts))

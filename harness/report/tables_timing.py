@@ -210,11 +210,13 @@ def release_tables(sr: pd.DataFrame) -> list[Table]:
             rows.append(row)
         where = f"{m}, {dev}" if multi else dev
         out.append(Table(
-            caption=f"{fw} {dt} on {where}: median time per release, each judged against "
+            caption=f"{fw} {dt} on {where}: median time per release (or commit), each "
+                    "judged against "
                     "the column before it (faster / slower: the samples resolve it, "
                     "Mann-Whitney U p < 0.01; not resolved: they do not, and it is not "
                     "coloured)",
-            columns=["shape (MxKxN)", "pass", *(f"{fw} {c}" for c in cols)], rows=rows))
+            columns=["shape (MxKxN)", "pass", *(f"{fw} {c}" for c in cols)], rows=rows,
+            details=len(rows) > 6))
     return out
 
 
