@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -214,8 +215,9 @@ def speedups(t: pd.DataFrame, baseline: str) -> pd.DataFrame:
     out["base_time"] = out["base_time"].astype(float)
     out["speedup"] = out["base_time"] / out["time"]
     out["verdict"] = [
-        judge_rows(pd.Series({c: r[f"base_{c}"] for c in stats}), r).state
-        for _, r in out.iterrows()]
+        judge_rows(SimpleNamespace(**{c: r[f"base_{c}"] for c in stats}),
+                   SimpleNamespace(**{c: r[c] for c in stats})).state
+        for r in out.to_dict("records")]
     return out[cols].reset_index(drop=True)
 
 
