@@ -6,8 +6,8 @@
 In a temporary clone of this repository (HEAD), two commits on top of HEAD:
 
 - a no-op: a comment added to the numpy adapter;
-- a planted slowdown: numpy's forward also multiplies a tenth of X's rows by W (about 10%
-  more work; the product it returns is unchanged).
+- a planted slowdown: numpy's forward computes its product a second time on every tenth
+  call (10% more work on average; the product it returns is unchanged).
 
 Then `matmul-harness compare --rounds N` (interleaved asv runs, paired verdicts) of
 HEAD against each, on numpy float32 256x256x256 forward, one thread. Expected: the no-op is
@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = "harness/adapters/numpy.py"
 FORWARD = "    def forward(self, x: Any, w: Any) -> Any:\n        return np.matmul(x, w)\n"
 SLOW = ("    def forward(self, x: Any, w: Any) -> Any:\n"
-        "        np.matmul(x[..., : max(1, x.shape[-2] // 10), :], w)  # planted: +10% work\n"
+        "        self._calls = getattr(self, '_calls', 0) + 1\n"
+        "        if self._calls % 10 == 0:  # planted: the product again every 10th call\n"
+        "            np.matmul(x, w)\n"
         "        return np.matmul(x, w)\n")
 CONFIG = ("frameworks: [numpy]\nkinds: [time]\npasses: [forward]\nthreads: 1\n"
           "cpu: {dtypes: [float32], shapes: [256x256x256]}\n")
