@@ -246,7 +246,8 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
               f"{', quick' if quick else ''}")
         for note in notes:
             print(f"bench: {note}")
-        how = ([f"{commit}^!"] if matrix else
+        # asv interleaves rounds across environments only when asked (its default is off)
+        how = ([f"{commit}^!", "--interleave-rounds"] if matrix else
                ["-E", "existing:same", "--set-commit-hash", commit])
         args = ["run", "--config", str(conf), *how, "--machine", machine, "--record-samples",
                 *(["--quick"] if quick else []),
