@@ -12,8 +12,9 @@ smoke) and one exit code for CI: **1** when some cell is a resolved slowdown bey
   (`bench` records them) are compared with a Mann-Whitney U test.
 - **Interleaved** (`--rounds N`): BASE and NEW are git revisions. Each is exported
   (`git archive`) and timed with asv in this environment, alternately (A B, B A, A B...),
-  one asv run per side and round; each round's medians form a pair, and the pairs are
-  judged with Wilcoxon's signed-rank test, so machine drift between rounds cancels. It
+  one asv run per side and round; each round's fastest samples (of 15) form a pair, and
+  the pairs are judged with Wilcoxon's signed-rank test, so machine drift between rounds
+  cancels. It
   stops when every cell is resolved (8 rounds at least: with fewer the test cannot reach
   p < 0.01) or after N rounds or `--budget` seconds, and says which. `--clock cpu` times
   CPU cells in CPU time (the process's), which other processes on a shared machine
@@ -50,6 +51,7 @@ from harness.bench import (
 from harness.suite import SELECTION_ENV
 
 MIN_ROUNDS = 8  # Wilcoxon signed-rank, two-sided: 8 pairs are the fewest reaching p < 0.01
+REPEAT = 15  # samples per cell and asv run: each round keeps the fastest
 CELL_KEY = ("machine", "benchmark", "framework", "device", "dtype", "case", "quantity")
 
 
@@ -182,10 +184,17 @@ def _export(root: Path, rev: str, dest: Path) -> str:
     return sha
 
 
-def _round_medians(results: Path) -> dict[tuple[str, ...], float]:
+def _round_times(results: Path) -> dict[tuple[str, ...], float]:
+    """Each cell's fastest sample of one asv run: other processes on the machine only ever
+    add time to a sample, so the fastest is the one they disturbed least (the median of a
+    run on a loaded machine moves with the load)."""
     rows = _rows(_result_files(results))
     key = ["machine", "benchmark", "framework", "device", "dtype", "shape", "pass_"]
-    return {tuple(str(r[k]) for k in key): float(r["time"]) for r in rows.to_dict("records")}
+    out = {}
+    for r in rows.to_dict("records"):
+        samples = r["samples"] if isinstance(r["samples"], tuple | list) else ()
+        out[tuple(str(r[k]) for k in key)] = float(min(samples) if samples else r["time"])
+    return out
 
 
 def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
@@ -234,12 +243,13 @@ def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
                 code = _asv(["run", "--config", str(conf), "-E", "existing:same",
                              "--set-commit-hash", shas[side], "--machine", machine,
                              "--record-samples", "--attribute=rounds=1",
+                             f"--attribute=repeat={REPEAT}",
                              *(f"--bench={r}" for r in regexes)],
                             side_env, trees[side], check=False)
                 if code not in (0, 2):
                     raise CompareError(f"asv run failed for {side} ({shas[side][:8]}) with "
                                        f"exit status {code}")
-                medians[side] = _round_medians(res)
+                medians[side] = _round_times(res)
             for cell in medians["base"].keys() & medians["new"].keys():
                 pairs.setdefault(cell, []).append((medians["base"][cell],
                                                    medians["new"][cell]))
