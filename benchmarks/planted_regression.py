@@ -63,6 +63,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--budget", type=float, default=900.0)
     p.add_argument("--repeats", type=int, default=1, help="run both comparisons this often")
+    p.add_argument("--only", choices=("no-op", "planted"), help="run one comparison only")
     p.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
                    help="compare --clock (default: cpu, steadier on a shared machine)")
     args = p.parse_args()
@@ -82,6 +83,8 @@ def main() -> int:
         slow = commit(clone, "planted 10% slowdown")
         for i in range(args.repeats):
             for name, new, want in (("no-op", noop, 0), ("planted +10%", slow, 1)):
+                if args.only and not name.startswith(args.only):
+                    continue
                 start = time.monotonic()
                 code, out = compare(clone, base, new, args)
                 lines = [ln for ln in out.splitlines() if ln.startswith(("Square", "compare:"))]
