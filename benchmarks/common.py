@@ -30,7 +30,7 @@ MAX_NUMBER = 100_000
 
 _adapters: dict[str, Any] = {}
 _cells: dict[tuple[str, ...], Cell] = {}
-_ratios: dict[tuple[str, ...], dict[str, float]] = {}
+_outcomes: dict[tuple[str, ...], dict[str, tuple[float, float]]] = {}
 
 
 @dataclass
@@ -43,11 +43,25 @@ class Cell:
     g: Any
     call: Callable[[], None]  # runs the pass once and waits for its results
     number: int  # calls per asv sample
+    clock: Callable[[], float] = time.perf_counter
 
     def timer(self) -> float:
         """asv's clock for a timed body that makes `number` calls: seconds / number, so the
         samples asv records are seconds per call."""
-        return time.perf_counter() / self.number
+        return self.clock() / self.number
+
+
+def clock(device: str) -> Callable[[], float]:
+    """Wall time; the process's CPU time for CPU cells when MATMUL_BENCH_CLOCK=cpu.
+
+    On a shared machine other processes take the CPU away mid-sample: wall time then
+    varies by 2x between runs, the CPU time the computation used far less (measured on
+    the project's 2-core VM at load 12: 256x256x256 float32, one thread, medians 0.42 to
+    0.58 ms of CPU against 1.4 to 2.0 ms of wall time). A GPU cell's CPU time says
+    nothing of the GPU: it keeps the wall clock."""
+    if os.environ.get(bench.CLOCK_ENV) == "cpu" and device == "cpu":
+        return time.process_time
+    return time.perf_counter
 
 
 def adapter(kind: str, framework: str, device: str, dtype: str, shape: str,
@@ -93,10 +107,17 @@ def adapter(kind: str, framework: str, device: str, dtype: str, shape: str,
 
 
 def case(shape: str) -> Any:
-    """The `harness.cases.Case` of a shape id: X is M x K, W is K x N."""
+    """The `harness.cases.Case` of a shape id: X is M x K, W is K x N; "bB:MxKxN" is a
+    batch of B products sharing one W (X is B x M x K): dW sums over B*M terms."""
     from harness.cases import Case
 
-    m, k, n = shapes.parse_shape(shape)
+    batch, _, dims = shape.rpartition(":")
+    m, k, n = shapes.parse_shape(dims)
+    if batch:
+        if not (batch.startswith("b") and batch[1:].isdigit() and int(batch[1:]) > 0):
+            raise ValueError(f"shape id {shape!r}: the batch prefix must be bN: (e.g. "
+                             "'b256:64x64x64')")
+        return Case(shape, (int(batch[1:]), m, k), (k, n))
     return Case(shape, (m, k), (k, n))
 
 
@@ -120,7 +141,7 @@ def cell(kind: str, framework: str, device: str, dtype: str, shape: str, pass_: 
     call = _pass(a, pass_, x, w, g)
     call()  # warm-up: JIT compilation, first-touch allocations, thread pools
     number = _calibrate(call) if calibrate else 1
-    _cells[key] = Cell(a, x, w, g, call, number)
+    _cells[key] = Cell(a, x, w, g, call, number, clock(device))
     return _cells[key]
 
 
@@ -163,29 +184,38 @@ def _calibrate(call: Callable[[], None]) -> int:
 
 def error_ratios(framework: str, device: str, dtype: str, shape: str) -> dict[str, float]:
     """max |got - ref| / bound of dX and dW, judged exactly as `verify` judges them."""
-    key = (framework, device, dtype, shape)
-    if key in _ratios:
-        return _ratios[key]
+    out = outcomes("accuracy", framework, device, dtype, shape)
+    return {q: out[q][0] for q in ("dX", "dW")}
+
+
+def outcomes(kind: str, framework: str, device: str, dtype: str,
+             shape: str) -> dict[str, tuple[float, float]]:
+    """(error ratio, effective bits) of Y, dX and dW, judged exactly as `verify` judges
+    them: the ratio is max |got - ref| / bound (<= 1 passes), the bits -log2 of the
+    relative RMS error (harness.checks.statistics)."""
+    key = (kind, framework, device, dtype, shape)
+    if key in _outcomes:
+        return _outcomes[key]
     from harness.checks import check
     from harness.dtypes import get
     from harness.reference import reference
     from harness.tolerance import params
 
-    a = adapter("accuracy", framework, device, dtype, shape)
+    a = adapter(kind, framework, device, dtype, shape)
     data = inputs(shape, dtype)
     got = a.run(data, device)
     ref = reference(data)
     geo = case(shape).geometry
     rounded = type(a).capabilities.rounded_broadcast_partials
-    out: dict[str, float] = {}
-    for q in ("dX", "dW"):
+    out: dict[str, tuple[float, float]] = {}
+    for q in ("Y", "dX", "dW"):
         p = params(q, geo, rounded_partials=rounded)
         o = check(q, got[q], ref.values[q], ref.scale[q], get(dtype), p,
                   a.precision(device, dtype))
         if o.ratio != o.ratio:  # NaN: wrong shape, dtype or NaN/Inf pattern, not a number
-            raise RuntimeError(f"{framework} {device} {dtype} {shape}: {o.reason}")
-        out[q] = o.ratio
-    _ratios[key] = out
+            raise RuntimeError(f"{framework} {device} {dtype} {shape} {q}: {o.reason}")
+        out[q] = (o.ratio, o.effective_bits)
+    _outcomes[key] = out
     return out
 
 

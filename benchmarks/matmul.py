@@ -9,6 +9,8 @@ per sample and re-run `setup` between calls, which costs microseconds per call).
 
 from __future__ import annotations
 
+import os
+
 from benchmarks import common
 from harness import bench
 
@@ -17,6 +19,8 @@ class _Matmul:
     version = "1"  # explicit, so edits to this file do not drop the history (asv#1218)
     timeout = 300.0  # import + warm-up + samples of the largest cells
     number = 1  # one body per sample: the body loops (see the module docstring)
+    # `bench --rounds N`: asv interleaves the rounds of several environments (releases)
+    rounds = int(os.environ.get(bench.ROUNDS_ENV) or 2)
 
     def setup(self, framework: str, device: str, dtype: str, shape: str, pass_: str) -> None:
         cell = common.cell("time", framework, device, dtype, shape, pass_)

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from harness.suite import (
     DEFAULT,
     DEVICES,
     DTYPES,
+    FIXED_KINDS,
     FRAMEWORKS,
     GRIDS,
     KINDS,
@@ -47,16 +49,61 @@ from harness.suite import (
 )
 
 __all__ = [
-    "DEFAULT", "DEVICES", "DTYPES", "FRAMEWORKS", "GRIDS", "KINDS", "QUICK", "SEED",
+    "DEFAULT", "DEVICES", "DTYPES", "FIXED_KINDS", "FRAMEWORKS", "GRIDS", "KINDS", "QUICK", "SEED",
     "SELECTION_ENV", "SHAPE_GROUPS", "THREADS_ENV", "BenchError", "DeviceSelection", "Grid",
     "Selection", "active_selection", "bench_threads", "checkout", "git_head", "gpu_present",
-    "grid", "load_selection", "machine_name", "parse_selection", "plan", "run_bench",
-    "summary", "time_results",
+    "grid", "load_selection", "machine_name", "parse_selection", "parse_versions", "plan",
+    "run_bench", "summary", "time_results", "version_number", "version_text",
 ]
 
+VERSIONS_BENCH = "versions.Installed.track_version"
+# Rounds of the timing benchmarks (matmul.*): asv's `-a rounds=N` would also repeat every
+# track_ benchmark N times, and their values are deterministic.
+ROUNDS_ENV = "MATMUL_BENCH_ROUNDS"
+# "cpu": CPU cells time the process's CPU time instead of the wall clock (compare --clock)
+CLOCK_ENV = "MATMUL_BENCH_CLOCK"
+# asv's track_ benchmarks return numbers, so a release is stored as one: 0.6.2 -> 6002,
+# 2.13.0 -> 2013000 (each part below 1000). Local labels and pre-release tags are dropped.
+VERSION_SCALE = (1_000_000, 1_000, 1)
 
-def plan(selection: Selection, gpu: bool) -> tuple[list[str], list[str]]:
-    """`asv run --bench` regexes selecting the cells that can run here, and why others can't."""
+
+def version_number(text: str) -> float:
+    """`2.13.0+cpu` -> 2013000.0: the release as asv's track_version stores it."""
+    parts = re.findall(r"\d+", text.split("+")[0])[:3]
+    if not parts or any(int(p) >= 1000 for p in parts[1:]):
+        raise ValueError(f"version {text!r} is not of the form MAJOR.MINOR.PATCH with parts "
+                         "below 1000")
+    return float(sum(int(p) * s for p, s in zip(parts, VERSION_SCALE, strict=False)))
+
+
+def version_text(number: float) -> str:
+    """2013000.0 -> "2.13.0" (inverse of version_number, tags dropped)."""
+    n = round(number)
+    return f"{n // 1_000_000}.{n // 1_000 % 1_000}.{n % 1_000}"
+
+
+def parse_versions(text: str) -> dict[str, list[str]]:
+    """`jax==0.6.2,jax==0.7.2` -> {"jax": ["0.6.2", "0.7.2"]}: asv's matrix.req."""
+    out: dict[str, list[str]] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, version = item.partition("==")
+        if not sep or not name.strip() or not version.strip():
+            raise BenchError(f"--versions: {item!r} is not NAME==VERSION; expected e.g. "
+                             "jax==0.6.2,jax==0.7.2 (one environment per release)")
+        out.setdefault(name.strip(), []).append(version.strip())
+    if not out:
+        raise BenchError(f"--versions: nothing to install in {text!r}; expected e.g. "
+                         "jax==0.6.2,jax==0.7.2")
+    return out
+
+
+def plan(selection: Selection, gpu: bool,
+         check_installed: bool = True) -> tuple[list[str], list[str]]:
+    """`asv run --bench` regexes selecting the cells that can run here, and why others can't.
+
+    The versions benchmark runs for every selected framework, so each result file records
+    the releases that produced it. `check_installed=False`: the frameworks are installed in
+    environments asv builds (`--versions`), not necessarily in this one."""
     from harness.adapters import load
 
     regexes: list[str] = []
@@ -65,7 +112,7 @@ def plan(selection: Selection, gpu: bool) -> tuple[list[str], list[str]]:
         notes.append("gpu: no GPU found (nvidia-smi lists none); GPU cells not run")
     for fw in selection.frameworks:
         cls = load(fw)
-        if not cls.installed():
+        if check_installed and not cls.installed():
             notes.append(f"{fw}: not installed ({cls.install_hint}); its cells not run")
             continue
         for g in GRIDS:
@@ -75,9 +122,10 @@ def plan(selection: Selection, gpu: bool) -> tuple[list[str], list[str]]:
                 d = selection.device(dev)
                 if d is None or (dev == "gpu" and not gpu):
                     continue
-                dts = [t for t in g.dtypes
-                       if t in d.dtypes and cls.unsupported_reason(dev, t) is None]
-                shp = [s for s in g.shapes if s in d.shapes]
+                fixed = g.kind in FIXED_KINDS  # the grid's own cells, whatever d selects
+                dts = [t for t in g.dtypes if (fixed or t in d.dtypes)
+                       and cls.unsupported_reason(dev, t) is None]
+                shp = [s for s in g.shapes if fixed or s in d.shapes]
                 if not (dts and shp):
                     continue
                 methods = [m for m in g.methods if dev == "gpu" or m not in g.gpu_only]
@@ -90,16 +138,24 @@ def plan(selection: Selection, gpu: bool) -> tuple[list[str], list[str]]:
     if not regexes:
         raise BenchError(f"{selection.source}: the selection has no cell that can run here "
                          f"({'; '.join(notes) or 'no grid cell matches it'})")
+    fws = [f for f in selection.frameworks if any(f"'(?:{re.escape(f)})'" in r
+                                                   for r in regexes)]
+    regexes.append(f"^{re.escape(VERSIONS_BENCH)}\\('(?:{'|'.join(map(re.escape, fws))})'\\)$")
     return regexes, notes
 
 
-def checkout() -> Path:
-    """The source checkout holding asv.conf.json and benchmarks/ (bench needs one)."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "asv.conf.json").is_file() or not (root / "benchmarks").is_dir():
-        raise BenchError(f"{root}: no asv.conf.json and benchmarks/ here; matmul-harness "
-                         "bench needs a source checkout installed with pip install -e .")
-    return root
+def checkout(start: Path | None = None) -> Path:
+    """The project folder bench runs in: the current folder or the nearest one above it
+    holding asv.conf.json and benchmarks/ (a clone of matmul-harness).
+
+    Never the installed package's own location: from an editable install of one clone, a
+    bench run in a second clone measures and writes into the second."""
+    here = (start or Path.cwd()).resolve()
+    for root in (here, *here.parents):
+        if (root / "asv.conf.json").is_file() and (root / "benchmarks").is_dir():
+            return root
+    raise BenchError(f"{here}: no asv.conf.json and benchmarks/ here or above; run "
+                     "matmul-harness bench in a clone of matmul-harness (git clone, cd)")
 
 
 def git_head(root: Path) -> str:
@@ -125,46 +181,82 @@ def machine_name(host: str, threads: int) -> str:
 
 
 def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = None,
-              extra_args: Sequence[str] = ()) -> int:
-    """Run the selection through `asv run` in this environment; asv's exit code.
+              extra_args: Sequence[str] = (), versions: str | None = None,
+              rounds: int | None = None) -> int:
+    """Run the selection through `asv run`; asv's exit code.
 
     `config`: a bench YAML (None: QUICK when `quick`, else DEFAULT). `results_dir`: where
-    asv writes results (None: asv.conf.json's, `results/`). `extra_args` go to `asv run`.
+    asv writes results (None: asv.conf.json's `results_dir` in the project folder bench
+    runs in). `versions`: "jax==0.6.2,jax==0.7.2" runs in asv-managed environments, one
+    per release (asv's matrix.req), instead of this one; only those frameworks are timed.
+    `rounds`: asv rounds per timing cell (MATMUL_BENCH_ROUNDS); with several environments asv
+    interleaves them (round 1 of every release, then round 2...), so machine drift hits
+    every release alike. Samples are always recorded (`--record-samples`): the report and
+    `matmul-harness compare` judge differences from them. `extra_args` go to `asv run`.
     Raises BenchError (exit 2 in the CLI) for a bad config, no git checkout or no asv.
     """
     import importlib.util
+    from dataclasses import replace
 
     from harness.system import machine_slug
 
     selection = load_selection(config) if config else QUICK if quick else DEFAULT
+    matrix = parse_versions(versions) if versions else None
+    if rounds is not None and rounds < 1:
+        raise BenchError(f"--rounds must be at least 1; received {rounds}")
     if importlib.util.find_spec("asv") is None:
         raise BenchError("asv is not installed in this environment: pip install 'asv>=0.6.4'")
     root = checkout()
     commit = git_head(root)
     gpu = gpu_present()
-    regexes, notes = plan(selection, gpu)
+    if matrix:
+        unknown = [f for f in matrix if f not in selection.frameworks]
+        if unknown:
+            raise BenchError(f"--versions: {unknown[0]!r} is not a framework of the "
+                             f"selection; allowed: {', '.join(selection.frameworks)}")
+        selection = replace(selection, frameworks=tuple(matrix))
+    regexes, notes = plan(selection, gpu, check_installed=not matrix)
     threads = bench_threads(selection)
     host = machine_slug()  # verify's run.json names the machine the same way
     machine = machine_name(host, threads)
     with tempfile.TemporaryDirectory(prefix="matmul-bench-") as tmp:
         home = Path(tmp)
-        conf = _write_conf(root, home, results_dir)
+        conf = _write_conf(root, home, results_dir, matrix)
+        if not matrix:
+            # asv resolves the configured branches even with --set-commit-hash; a clone
+            # need not have a local `main`, so name the commit measured instead.
+            data = json.loads(conf.read_text(encoding="utf-8"))
+            data["branches"] = [commit]
+            conf.write_text(json.dumps(data, indent=2), encoding="utf-8")
         (home / "selection.json").write_text(selection.to_json(), encoding="utf-8")
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(home),
                THREADS_ENV: str(threads), SELECTION_ENV: str(home / "selection.json")}
+        if rounds:
+            env[ROUNDS_ENV] = str(rounds)
+        if not matrix:
+            # asv drops PYTHONPATH; the benchmarks must import this folder's harness (the
+            # code being measured), not whichever checkout is installed.
+            env["ASV_PYTHONPATH"] = str(root)
         _asv(["machine", "--yes", "--machine", machine, "--config", str(conf)], env, root)
         _annotate_machine(home / ".asv-machine.json", machine, threads, host)
+        where = (f"asv-managed environments {versions}" if matrix
+                 else "this environment")
         print(f"bench: {selection.source} selection, machine {machine}, commit {commit[:8]}, "
-              f"{threads} CPU thread(s) per framework{', quick' if quick else ''}")
+              f"{threads} CPU thread(s) per framework, in {where}"
+              f"{', quick' if quick else ''}")
         for note in notes:
             print(f"bench: {note}")
-        args = ["run", "--config", str(conf), "-E", "existing:same", "--set-commit-hash",
-                commit, "--machine", machine, *(["--quick"] if quick else []),
+        # asv interleaves rounds across environments only when asked (its default is off)
+        how = ([f"{commit}^!", "--interleave-rounds"] if matrix else
+               ["-E", "existing:same", "--set-commit-hash", commit])
+        args = ["run", "--config", str(conf), *how, "--machine", machine, "--record-samples",
+                *(["--quick"] if quick else []),
                 *(f"--bench={r}" for r in regexes), *extra_args]
         results = Path(json.loads(conf.read_text(encoding="utf-8"))["results_dir"])
         log = results / f"bench-{machine}-{commit[:8]}.log"
+        started = time.time() - 1
         code = _asv(args, env, root, check=False, log=log)
-    print(summary(results, machine, commit))
+    print(summary(results, machine, commit, started if matrix else None))
     print(f"bench: asv's full output: {log}")
     return code
 
@@ -195,16 +287,21 @@ def _asv(args: list[str], env: dict[str, str], cwd: Path, check: bool = True,
     return code
 
 
-def _write_conf(root: Path, home: Path, results_dir: Path | None) -> Path:
-    """asv.conf.json with absolute paths (asv chdirs to the config's folder)."""
+def _write_conf(root: Path, home: Path, results_dir: Path | None,
+                matrix: dict[str, list[str]] | None = None) -> Path:
+    """asv.conf.json with absolute paths (asv chdirs to the config's folder); `matrix`
+    replaces its matrix.req (one managed environment per release)."""
     from asv.util import load_json
 
     conf: dict[str, Any] = load_json(str(root / "asv.conf.json"), js_comments=True)
     results = (results_dir or root / conf.get("results_dir", "results")).resolve()
-    html = results / "html" if results_dir else root / conf.get("html_dir", "results/html")
+    html = (results.parent / f"{results.name}-html" if results_dir
+            else root / conf.get("html_dir", ".asv/html"))
     conf.update(repo=str(root), benchmark_dir=str(root / conf.get("benchmark_dir", "benchmarks")),
                 results_dir=str(results), html_dir=str(html),
                 env_dir=str(root / conf.get("env_dir", ".asv/env")))
+    if matrix is not None:
+        conf["matrix"] = {"req": matrix}
     results.mkdir(parents=True, exist_ok=True)
     path = home / "asv.conf.json"
     path.write_text(json.dumps(conf, indent=2), encoding="utf-8")
@@ -239,25 +336,48 @@ def _fmt_time(s: float) -> str:
     return f"{s * 1e9:.3g} ns"
 
 
-def time_results(results: Path, machine: str, commit: str) -> list[dict[str, Any]]:
-    """The timing cells asv saved for `commit` on `machine`: one dict per measured cell."""
+def file_versions(data: dict[str, Any]) -> dict[str, str]:
+    """framework -> release that produced an asv result file: its versions benchmark (read
+    in the environment that ran it), else the file's requirements (asv's matrix.req)."""
+    out = {k: str(v) for k, v in (data.get("requirements") or {}).items() if v}
+    entry = (data.get("results") or {}).get(VERSIONS_BENCH)
+    if isinstance(entry, list):
+        record = dict(zip(data.get("result_columns", []), entry, strict=False))
+        values = record.get("result") or []
+        for combo, value in zip(_product(record.get("params") or []), values, strict=False):
+            if isinstance(value, int | float) and value == value and value > 0:
+                out[combo[0].strip("'")] = version_text(value)
+    return out
+
+
+def time_results(results: Path, machine: str, commit: str,
+                 since: float | None = None) -> list[dict[str, Any]]:
+    """The timing cells asv saved for `commit` on `machine`: one dict per measured cell.
+
+    `since`: every result file written since then (one per environment: releases side by
+    side, each framework labelled with its version); None: the newest file only."""
     files = sorted((results / machine).glob(f"{commit[:8]}-*.json"),
                    key=lambda p: p.stat().st_mtime)
-    if not files:
-        return []
-    data = json.loads(files[-1].read_text(encoding="utf-8"))
-    columns = data.get("result_columns", [])
+    if since is not None:
+        files = [f for f in files if f.stat().st_mtime >= since]
+    elif files:
+        files = files[-1:]
     rows: list[dict[str, Any]] = []
-    for name, entry in data.get("results", {}).items():
-        if not name.endswith(".time_matmul"):
-            continue
-        record = dict(zip(columns, entry, strict=False))
-        values = record.get("result") or []
-        combos = _product(record.get("params") or [])
-        for combo, value in zip(combos, values, strict=False):
-            fw, dev, dt, shape, pass_ = (v.strip("'") for v in combo)
-            rows.append({"framework": fw, "device": dev, "dtype": dt, "shape": shape,
-                         "pass": pass_, "seconds": value})
+    for path in files:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        versions = file_versions(data) if since is not None else {}
+        columns = data.get("result_columns", [])
+        for name, entry in data.get("results", {}).items():
+            if not name.endswith(".time_matmul"):
+                continue
+            record = dict(zip(columns, entry, strict=False))
+            values = record.get("result") or []
+            combos = _product(record.get("params") or [])
+            for combo, value in zip(combos, values, strict=False):
+                fw, dev, dt, shape, pass_ = (v.strip("'") for v in combo)
+                label = f"{fw} {versions[fw]}" if fw in versions else fw
+                rows.append({"framework": label, "device": dev, "dtype": dt, "shape": shape,
+                             "pass": pass_, "seconds": value})
     return rows
 
 
@@ -267,15 +387,19 @@ def _product(params: list[list[str]]) -> list[tuple[str, ...]]:
     return list(itertools.product(*params))
 
 
-def summary(results: Path, machine: str, commit: str) -> str:
-    """Median time and GFLOP/s of every measured timing cell, frameworks side by side."""
-    rows = [r for r in time_results(results, machine, commit)
+def summary(results: Path, machine: str, commit: str, since: float | None = None) -> str:
+    """Median time and GFLOP/s of every measured timing cell, frameworks (and releases)
+    side by side."""
+    rows = [r for r in time_results(results, machine, commit, since)
             if isinstance(r["seconds"], (int, float)) and r["seconds"] == r["seconds"]]
     if not rows:
         return f"bench: no timings saved under {results / machine}"
     from harness.suite import frameworks  # plugins too, in registry order
 
-    fws = [f for f in frameworks() if any(r["framework"] == f for r in rows)]
+    order = frameworks()
+    fws = sorted({r["framework"] for r in rows},
+                 key=lambda f: (order.index(f.split()[0])
+                                if f.split()[0] in order else len(order), f))
     keys = sorted({(r["device"], r["shape"], r["dtype"], r["pass"]) for r in rows},
                   key=lambda k: (k[0], shapes.flops(k[1], "forward"), k[2],
                                  shapes.PASSES.index(k[3])))

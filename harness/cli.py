@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
                                     "(default: the built-in selection)")
     b.add_argument("--results-dir", metavar="DIR",
                    help="where asv writes results (default: asv.conf.json's, results/)")
+    b.add_argument("--versions", metavar="NAME==VER,...",
+                   help="time these framework releases side by side, each in an asv-managed "
+                        "environment (e.g. jax==0.6.2,jax==0.7.2)")
+    b.add_argument("--rounds", type=int, metavar="N",
+                   help="asv rounds per cell, interleaved across releases (default: asv's, 2)")
     b.add_argument("asv_args", nargs=argparse.REMAINDER, metavar="-- ASV_RUN_ARGS",
                    help="passed to asv run, e.g. -- --show-stderr")
     rp = sub.add_parser("report", help="write report.html and report.md from verify and asv "
@@ -119,6 +124,26 @@ def _parser() -> argparse.ArgumentParser:
                     help="asv results folder or file (default: asv.conf.json's, results/)")
     rp.add_argument("--peaks", metavar="FILE",
                     help="peak GFLOP/s table (default: the embedded configs/peaks.yaml)")
+    c = sub.add_parser("compare", help="is NEW slower than BASE? verdicts from asv samples; "
+                                       "exit 1 on a resolved regression")
+    c.add_argument("base", metavar="BASE", help="asv result file, environment name or commit "
+                                                "(with --rounds: a git revision)")
+    c.add_argument("new", metavar="NEW", help="the same kinds as BASE")
+    c.add_argument("--threshold", type=float, default=1.05, metavar="RATIO",
+                   help="a resolved slowdown beyond this ratio exits 1 (default: %(default)s)")
+    c.add_argument("--results-dir", metavar="DIR",
+                   help="asv results to look in (default: asv.conf.json's, results/)")
+    c.add_argument("--bench", metavar="REGEX", help="only cells whose name matches")
+    c.add_argument("--rounds", type=int, metavar="N",
+                   help="measure instead: alternate asv runs of BASE and NEW (git revisions) "
+                        "for up to N rounds, paired verdicts")
+    c.add_argument("--budget", type=float, default=900.0, metavar="SECONDS",
+                   help="with --rounds: stop starting rounds after this (default: %(default)s)")
+    c.add_argument("--config", help="with --rounds: bench YAML of the cells to time "
+                                    "(default: the built-in quick selection)")
+    c.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="with --rounds: time CPU cells in wall time or in the process's CPU "
+                        "time, far steadier on a shared machine (default: %(default)s)")
     st = sub.add_parser("selftest", help="show what a pass is worth: planted bugs caught per "
                                          "dtype, and the reference against finite differences")
     st.add_argument("--trials", type=int, default=SELFTEST_TRIALS, metavar="N",
@@ -269,12 +294,20 @@ def _command(args: argparse.Namespace) -> int:
         print(f"merged {len(args.folders)} folder(s): "
               f"{len({r.machine for r in rows})} machine(s)")
         return _show(rows, out_dir, None)
+    if args.command == "compare":
+        from harness.compare import compare_command  # lazy: pandas
+
+        return compare_command(args.base, args.new, threshold=args.threshold,
+                               results_dir=args.results_dir, rounds=args.rounds,
+                               budget=args.budget, config=args.config,
+                               bench_filter=args.bench, clock=args.clock)
     if args.command == "bench":
         from harness.bench import run_bench  # lazy: keeps `import harness` light
 
         extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
         return run_bench(quick=args.quick, config=args.config, extra_args=extra,
-                         results_dir=Path(args.results_dir) if args.results_dir else None)
+                         results_dir=Path(args.results_dir) if args.results_dir else None,
+                         versions=args.versions, rounds=args.rounds)
     return verify(
         config=args.config, frameworks=args.framework, devices=args.device,
         dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,

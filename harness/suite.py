@@ -30,7 +30,10 @@ DEVICES: tuple[str, ...] = dtypes.DEVICES
 # Every dtype verify checks; the default selections time the real ones (complex is opt-in).
 DTYPES: tuple[str, ...] = tuple(dtypes.DTYPES)
 REAL_DTYPES: tuple[str, ...] = tuple(n for n, d in dtypes.DTYPES.items() if not d.is_complex)
-KINDS: tuple[str, ...] = ("time", "accuracy", "memory")
+KINDS: tuple[str, ...] = ("time", "accuracy", "memory", "drift")
+# Kinds whose cells are fixed by the grid (chosen for their numerics): a selection picks
+# them by framework, device and kind, never by its dtypes and shapes.
+FIXED_KINDS: tuple[str, ...] = ("drift",)
 SHAPE_GROUPS: dict[str, tuple[str, ...]] = {
     "square": shapes.SQUARE,
     "deepbench": shapes.DEEPBENCH_SUITE,
@@ -82,6 +85,15 @@ GRIDS: tuple[Grid, ...] = (
     Grid("memory.Peak", "memory", ("peakmem_forward_backward", "track_device_peak_bytes"),
          DTYPES, ("1024x1024x1024", "2048x2048x2048"), with_pass=False,
          gpu_only=("track_device_peak_bytes",)),
+    # Accuracy that can move between kernels and releases: long reductions (Y over
+    # K = 65536, dW over M = 65536, dW of a W broadcast over a batch of 256), in the dtypes
+    # whose accumulation differs most (float16/bfloat16 accumulate in float32 or not,
+    # complex splits into real products). Case ids: benchmarks/common.py `case`.
+    Grid("accuracy.Drift", "drift",
+         tuple(f"track_{q}_{m}" for q in ("y", "dx", "dw")
+               for m in ("error_ratio", "effective_bits")),
+         ("float16", "bfloat16", "float32", "complex64"),
+         ("16x65536x16", "65536x16x16", "b256:64x64x64"), with_pass=False),
 )
 
 
@@ -121,6 +133,8 @@ class Selection:
     def includes(self, kind: str, framework: str, device: str, dtype: str, shape: str,
                  pass_: str | None = None) -> bool:
         d = self.device(device)
+        if kind in FIXED_KINDS:
+            return d is not None and kind in self.kinds and framework in self.frameworks
         return (
             d is not None and kind in self.kinds and framework in self.frameworks
             and dtype in d.dtypes and shape in d.shapes

@@ -41,7 +41,10 @@ def selected(regexes: list[str]) -> set[str]:
 def env_for(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return {**os.environ, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # asv drops PYTHONPATH: the benchmarks import this checkout's harness through
+    # ASV_PYTHONPATH, as `matmul-harness bench` arranges.
+    return {**os.environ, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2",
+            "ASV_PYTHONPATH": str(ROOT)}
 
 
 # --- the grid as asv sees it ---------------------------------------------------------------
@@ -52,7 +55,7 @@ def test_benchmark_classes_carry_the_grid_of_harness_bench() -> None:
     import benchmarks.memory
 
     modules = {"matmul": benchmarks.matmul, "accuracy": benchmarks.accuracy,
-               "memory": benchmarks.memory}
+               "memory": benchmarks.memory}  # versions.Installed: no grid (tests/test_tracking)
     for g in bench.GRIDS:
         module, cls_name = g.name.split(".")
         cls = getattr(modules[module], cls_name)
@@ -64,7 +67,7 @@ def test_benchmark_classes_carry_the_grid_of_harness_bench() -> None:
         if g.kind == "time":
             assert cls.param_names == ["framework", "device", "dtype", "shape", "pass"]
     values = {v for g in bench.GRIDS for v in g.params[3]}
-    assert all(shapes.parse_shape(v) for v in values)  # readable string ids, never tuples
+    assert all(common.case(v).geometry for v in values)  # readable string ids, never tuples
 
 
 def test_importing_the_suite_imports_no_framework_and_no_asv() -> None:
@@ -164,6 +167,11 @@ def test_default_selection_plans_exactly_its_cells_on_a_cpu_only_machine() -> No
     got = selected(regexes)
     square = {n for n in got if n.startswith("matmul.Square.")}
     assert len(square) == 4 * 2 * 3 * 3  # frameworks x {float32, float64} x shapes x passes
+    # the drift cells are the grid's own (float16, complex64, long K), not the selection's
+    assert ("accuracy.Drift.track_y_effective_bits('torch', 'cpu', 'float16', '16x65536x16')"
+            in got)
+    # every run records the releases it measured
+    assert any(re.search(r, "versions.Installed.track_version('jax')") for r in regexes)
     assert all("'cpu'" in n for n in got)
     assert not any(n.startswith("matmul.DeepBench.") for n in got)
     assert "memory.Peak.peakmem_forward_backward('jax', 'cpu', 'float64', '1024x1024x1024')" in got

@@ -36,7 +36,7 @@ FIX = Path(__file__).parent / "fixtures" / "report"
 FULL_DIRS = [FIX / "full" / "verify-cpu", FIX / "full" / "verify-gpu"]
 ASV = FIX / "full" / "asv"
 FRAMEWORKS = ("numpy", "torch", "jax", "tensorflow")
-SECTIONS = ("system", "correctness", "selftest", "timings", "speedup", "gflops", "peak",
+SECTIONS = ("system", "correctness", "selftest", "timings", "releases", "speedup", "gflops", "peak",
             "accuracy")
 NEW_RUN = ASV / "ci-box-cpu" / "a1b2c3d4-existing-py_usr_local_bin_python3.11.json"
 
@@ -112,7 +112,7 @@ def test_full_report_has_every_section_in_order(full: tuple[str, str]) -> None:
         assert 'class="empty"' not in body, f"section {name} is empty with full inputs"
     assert [h[3:] for h in md.splitlines() if h.startswith("## ")] == [
         "System", "Correctness matrix", "What a pass is worth", "Timings per dtype",
-        "Speedup over numpy",
+        "Across releases and commits", "Speedup over numpy",
         "GFLOP/s against size", "Fraction of peak", "Accuracy against speed"]
 
 
@@ -217,14 +217,21 @@ def test_markdown_timings_parse_back(full: tuple[str, str]) -> None:
     assert all(r["numpy"] == "n/a" for r in rows)  # NaN: numpy has no bfloat16
 
 
-def test_newest_run_wins_on_the_identity_key() -> None:
+def test_two_commits_are_both_kept_and_the_newest_is_the_latest_view() -> None:
+    from harness.report import analysis as an
+
     data = load(FULL_DIRS, ASV)
     t = data.table
     cpu = t[(t["machine"] == "ci-box-cpu") & (t["kind"] == "time")]
+    # The commit is part of the identity: both runs stay, one row per cell each.
     assert not cpu.duplicated(["benchmark", "framework", "device", "dtype", "case",
-                               "quantity"]).any()
-    assert set(cpu["origin"]) == {str(NEW_RUN)}
-    assert len(cpu) == 4 * 1 * 4 * 3 * 3
+                               "quantity", "commit"]).any()
+    assert set(cpu["commit"].str[:8]) == {"0ddba11c", "a1b2c3d4"}
+    assert len(cpu) == 2 * 4 * 1 * 4 * 3 * 3
+    latest = an.latest(an.timings(t))
+    latest = latest[latest["machine"] == "ci-box-cpu"]
+    assert set(latest["origin"]) == {str(NEW_RUN)}
+    assert len(latest) == 4 * 1 * 4 * 3 * 3
     assert {"track", "peakmem"} <= set(t["kind"])
     assert len(data.machines["ci-box-cpu"].asv_runs) == 2
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness import verdict as vd
 from harness.adapters import BUILTIN, RegistryError, names
 from harness.dtypes import DEVICES, DTYPES
 from harness.report.load_asv import PASS_FACTOR, shape_dims
@@ -119,6 +121,79 @@ def _size(shape: str) -> float:
         return math.nan
 
 
+CELL: list[str] = ["machine", "benchmark", "framework", "device", "dtype", "shape", "pass_"]
+
+
+def latest(t: pd.DataFrame) -> pd.DataFrame:
+    """One row per timing cell: the newest measurement (by run time), an n/a never
+    replacing a measured value. Releases and commits side by side: `series`."""
+    if t.empty:
+        return t
+    measured = (t["status"] != "skip").rename("_m")
+    order = pd.concat([measured, t["stamp"]], axis=1).sort_values(
+        ["_m", "stamp"], kind="stable").index
+    return t.loc[order].drop_duplicates(CELL, keep="last").reset_index(drop=True)
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in v.split(".")[:3])
+    except ValueError:
+        return (10**9,)
+
+
+def series(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Measured rows of cells (grouped by `keys`) measured under more than one release,
+    environment or commit, each labelled (`series`: "0.6.2", "0.7.2 @1a2b3c4d"...) and
+    ordered (`order`: by release, then run time)."""
+    ok = rows[rows["status"] == "pass"].copy()
+    ident = ["framework_version", "env", "commit"]
+    if not ok.empty:
+        ok["_ident"] = ok[ident].astype(str).agg("|".join, axis=1)
+        distinct = ok.groupby(list(keys))["_ident"].transform("nunique")
+        ok = ok[distinct > 1].drop(columns="_ident")
+    if ok.empty:
+        return ok.assign(series=pd.Series(dtype=str), order=pd.Series(dtype=float))
+    commits = ok.groupby(list(keys))["commit"].transform("nunique")
+    versions = ok.groupby(list(keys))["framework_version"].transform("nunique")
+    envs = ok.groupby(list(keys))["env"].transform("nunique")
+    labels = []
+    for r, nc, nv, ne in zip(ok.itertuples(index=False), commits, versions, envs,
+                             strict=True):
+        parts = [r.framework_version] if r.framework_version else []
+        if nc > 1 or not parts:
+            parts.append(f"@{r.commit[:8]}" if r.commit else "?")
+        if ne > 1 and nv <= 1 and nc <= 1:
+            parts.append(f"[{r.env}]")
+        labels.append(" ".join(parts))
+    ok["series"] = labels
+    first = ok.groupby("series")["stamp"].transform("min")
+    ok["_v"] = ok["framework_version"].map(_version_key)
+    ok = ok.assign(_first=first).sort_values(["_v", "_first", "stamp"], kind="stable")
+    rank = {lab: i for i, lab in enumerate(dict.fromkeys(ok["series"]))}
+    ok["order"] = ok["series"].map(rank).astype(float)
+    return ok.drop(columns=["_v", "_first"])
+
+
+def judge_rows(base: Any, new: Any) -> vd.Verdict:
+    """NEW's timing against BASE's (two rows of the timing table) from their samples."""
+    def samples(r: Any) -> list[float]:
+        s = getattr(r, "samples", None)
+        return list(s) if isinstance(s, tuple | list) else []
+
+    def ci(r: Any) -> tuple[float, float] | None:
+        lo, hi = float(getattr(r, "ci_lo", math.nan)), float(getattr(r, "ci_hi", math.nan))
+        return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+    smoke = bool(getattr(base, "quick", False)) or bool(getattr(new, "quick", False))
+    b, n = samples(base), samples(new)
+    if not b and not ci(base):
+        b = [float(base.time)]
+    if not n and not ci(new):
+        n = [float(new.time)]
+    return vd.judge(b, n, base_ci=ci(base), new_ci=ci(new), smoke=smoke)
+
+
 def timing_benchmarks(t: pd.DataFrame) -> list[str]:
     return sorted(set(t["benchmark"]))
 
@@ -127,38 +202,52 @@ def speedups(t: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Each timing next to the baseline framework's on the same machine, dtype, shape and
     pass: on the same device when the baseline has it, else on the CPU.
 
-    speedup = baseline time / time (> 1: faster than the baseline).
+    speedup = baseline time / time (> 1: faster than the baseline). `verdict`: whether the
+    samples resolve the difference (harness.verdict: faster, slower, not resolved).
+    `--quick` timings (one cold sample: smoke tests) are left out: no speedup from them.
     """
-    ok = t[t["status"] == "pass"]
+    ok = t[(t["status"] == "pass") & ~t["quick"].astype(bool)]
     key = ["machine", "benchmark", "dtype", "shape", "pass_"]
-    cols = [*key, "framework", "device", "time", "base_time", "base_device", "speedup"]
-    base = ok[ok["framework"] == baseline][[*key, "device", "time"]]
+    cols = [*key, "framework", "device", "time", "base_time", "base_device", "speedup",
+            "verdict"]
+    stats = ["time", "samples", "ci_lo", "ci_hi", "quick"]
+    base = ok[ok["framework"] == baseline][[*key, "device", *stats]]
     if base.empty:
         return pd.DataFrame(columns=cols)
-    out = ok.merge(base.rename(columns={"time": "base_time"}), on=[*key, "device"],
-                   how="left")
+    b = {c: f"base_{c}" for c in stats}
+    out = ok.merge(base.rename(columns=b), on=[*key, "device"], how="left")
     out["base_device"] = np.where(out["base_time"].notna(), out["device"], "")
     on_cpu = base[base["device"] == "cpu"].drop(columns="device")
-    out = out.merge(on_cpu.rename(columns={"time": "cpu_time"}), on=key, how="left")
+    out = out.merge(on_cpu.rename(columns={c: f"cpu_{c}" for c in stats}), on=key, how="left")
     fill = out["base_time"].isna() & out["cpu_time"].notna()
-    out.loc[fill, "base_time"] = out.loc[fill, "cpu_time"]
+    for c in stats:
+        out[f"base_{c}"] = out[f"base_{c}"].astype(object)
+        out.loc[fill, f"base_{c}"] = out.loc[fill, f"cpu_{c}"]
     out.loc[fill, "base_device"] = "cpu"
     out = out.dropna(subset=["base_time"]).copy()
+    out["base_time"] = out["base_time"].astype(float)
     out["speedup"] = out["base_time"] / out["time"]
+    out["verdict"] = [
+        judge_rows(SimpleNamespace(**{c: r[f"base_{c}"] for c in stats}),
+                   SimpleNamespace(**{c: r[c] for c in stats})).state
+        for r in out.to_dict("records")]
     return out[cols].reset_index(drop=True)
 
 
 def speedup_geomeans(s: pd.DataFrame) -> pd.DataFrame:
     """Geometric mean speedup per machine x framework x device, per dtype and over all
-    (dtype "all"), with the number of timings it averages."""
+    (dtype "all"), with the number of timings it averages and how many of them the
+    samples resolve as faster or slower than the baseline."""
     out: list[dict[str, Any]] = []
     for (m, fw, dev), g in s.groupby(["machine", "framework", "device"], sort=False):
         for dt, gd in [*g.groupby("dtype", sort=False), ("all", g)]:
             out.append({"machine": m, "framework": fw, "device": dev, "dtype": dt,
                         "geomean": geomean(gd["speedup"]), "n": len(gd),
+                        "n_faster": int((gd["verdict"] == vd.FASTER).sum()),
+                        "n_slower": int((gd["verdict"] == vd.SLOWER).sum()),
                         "base_device": ",".join(sorted(set(gd["base_device"])))})
     return pd.DataFrame(out, columns=["machine", "framework", "device", "dtype", "geomean",
-                                      "n", "base_device"])
+                                      "n", "n_faster", "n_slower", "base_device"])
 
 
 # --- peaks -------------------------------------------------------------------------------

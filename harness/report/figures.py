@@ -261,9 +261,19 @@ def speedup_bars(geo: pd.DataFrame, machine: str, baseline: str, multi: bool) ->
         if dev != "cpu":
             for patch in ax.containers[i]:
                 patch.set_hatch("///")
+    # A geometric mean the samples do not resolve throughout is drawn faint: no ranking
+    # from an unresolved difference.
+    if {"n_faster", "n_slower"} <= set(g.columns):
+        ok = g.set_index(["framework", "device", "dtype"])
+        for i, (fw, dev) in enumerate(keys):
+            for patch, d in zip(ax.containers[i], dts, strict=False):
+                k = (fw, dev, d)
+                if k in ok.index and not (int(ok.loc[k, "n"]) == int(ok.loc[k, "n_faster"])
+                                          or int(ok.loc[k, "n"]) == int(ok.loc[k, "n_slower"])):
+                    patch.set_alpha(0.3)
     _plain_log(ax, "y")
     ax.axhline(1.0, color="#333333", linewidth=1)
-    ax.set_ylabel(f"speedup over {baseline} (geo. mean)", fontsize=9)
+    ax.set_ylabel(f"speedup over {baseline} (geo. mean; faint: not resolved)", fontsize=9)
     _declutter(ax)
     fig.legend(fontsize=8, ncol=min(4, len(keys)), loc="outside upper center", frameon=False)
     where = f" on {machine}" if multi else ""
@@ -320,3 +330,52 @@ def accuracy_scatter(acc: pd.DataFrame, machine: str = "") -> Figure:
     fig.suptitle(f"Accuracy against speed{where}", fontsize=10)
     return Figure(f"Accuracy against speed{where}", _png(fig),
                   "scatter of worst error ratio against median time per framework and dtype")
+
+
+def release_trend(sr: pd.DataFrame, machine: str, device: str, framework: str,
+                  multi: bool) -> Figure:
+    """Median time per release (x, in release order) relative to the first release, one
+    line per dtype, shape and pass; a filled marker where the samples resolve the change
+    from the release before, a hollow one where they do not (or a smoke test)."""
+    g = sr[(sr["machine"] == machine) & (sr["device"] == device)
+           & (sr["framework"] == framework)]
+    labels = list(dict.fromkeys(g.sort_values("order")["series"]))
+    x_of = {lab: i for i, lab in enumerate(labels)}
+    fig = MplFigure(figsize=(max(5.5, 1.3 * len(labels) + 3), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    lines = list(g.groupby(["dtype", "shape", "pass_"], sort=True))
+    cmap = [DTYPE_COLORS.get(str(k[0]), "#444444") for k, _ in lines]
+    for (key, cell), col in zip(lines, cmap, strict=True):
+        cell = cell.sort_values("order")
+        rows = list(cell.itertuples(index=False))
+        base = float(rows[0].time)
+        xs = [x_of[r.series] for r in rows]
+        ys = [float(r.time) / base for r in rows]
+        ax.plot(xs, ys, PASS_STYLES.get(str(key[2]), "-."), color=col, linewidth=1.1,
+                alpha=0.8)
+        for i, r in enumerate(rows):
+            resolved = i > 0 and an.judge_rows(rows[i - 1], r).resolved
+            ax.plot(xs[i], ys[i], marker="o", markersize=5, color=col,
+                    markerfacecolor=col if resolved or i == 0 else "white")
+            lo, hi = float(r.q25) / base, float(r.q75) / base
+            if math.isfinite(lo) and math.isfinite(hi):
+                ax.vlines(xs[i], lo, hi, color=col, linewidth=0.8, alpha=0.6)
+    ax.set_xticks(range(len(labels)), [f"{framework} {lab}" for lab in labels], fontsize=8)
+    ax.set_xlim(-0.4, len(labels) - 0.6)
+    _plain_log(ax, "y")
+    _declutter(ax)
+    ax.axhline(1.0, color="#333333", linewidth=0.8)
+    ax.set_ylabel(f"time / time of {framework} {labels[0]}", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    handles = [Line2D([], [], color=DTYPE_COLORS.get(d, "#444444"), label=d)
+               for d in an.dtypes(g)]
+    handles += [Line2D([], [], color="#444444", linestyle=PASS_STYLES.get(p, "-."), label=p)
+                for p in an.passes(g)]
+    handles += [Line2D([], [], linestyle="", marker="o", color="#444444", label="resolved"),
+                Line2D([], [], linestyle="", marker="o", color="#444444",
+                       markerfacecolor="white", label="not resolved")]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7.5, frameon=False)
+    where = f"{machine} {device}" if multi else device
+    fig.suptitle(f"{framework} across releases, {where} (median, quartile bars)", fontsize=10)
+    return Figure(f"{framework} across releases: {where}", _png(fig),
+                  f"median time of {framework} per release relative to the first, on {where}")

@@ -108,10 +108,17 @@ def _verify_rows(df: pd.DataFrame, machine: str, stamp: float,
         "unit": "",
         "q25": math.nan,
         "q75": math.nan,
+        "ci_lo": math.nan,
+        "ci_hi": math.nan,
+        "samples": None,
+        "n_samples": 0,
+        "quick": False,
         "ratio": df["ratio"].astype(float),
         "max_abs_err": df["max_abs_err"].astype(float),
         "precision": df["precision"],
         "framework_version": df["framework_version"],
+        "env": "",
+        "commit": "",
         "note": df["note"] if "note" in df else "",
         "flops": math.nan,
         "stamp": stamp,
@@ -150,16 +157,26 @@ def _read_folder(folder: Path, machines: dict[str, Machine],
 
 
 def _merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One table, newest run kept per identity key, numeric columns as floats."""
+    """One table, one row per identity key, numeric columns as floats.
+
+    Of two rows with one identity (the same release, environment and commit measured
+    twice), the newer measurement wins, except that n/a never replaces a measured value:
+    a later partial run (asv records the cells it did not select as n/a) hides nothing."""
     frames = [f for f in frames if not f.empty]
     table = (pd.concat(frames, ignore_index=True) if frames
              else pd.DataFrame(columns=list(COLUMNS)))
-    table = (table.sort_values("stamp", kind="stable")
-             .drop_duplicates(list(IDENTITY), keep="last")
-             .reset_index(drop=True))
-    for c in ("value", "q25", "q75", "ratio", "max_abs_err", "flops", "stamp"):
+    for c in ("value", "q25", "q75", "ci_lo", "ci_hi", "ratio", "max_abs_err", "flops",
+              "stamp"):
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
-    return table
+    table["n_samples"] = pd.to_numeric(table["n_samples"], errors="coerce").fillna(0).astype(int)
+    table["quick"] = table["quick"].astype(bool)
+    for c in ("framework_version", "env", "commit"):
+        table[c] = table[c].fillna("").astype(str)
+    measured = (table["status"] != "skip").rename("_measured")
+    order = pd.concat([measured, table["stamp"]], axis=1).sort_values(
+        ["_measured", "stamp"], kind="stable").index
+    return (table.loc[order].drop_duplicates(list(IDENTITY), keep="last")
+            .reset_index(drop=True))
 
 
 def load(result_dirs: Sequence[Path], asv_results: Path | None) -> Loaded:

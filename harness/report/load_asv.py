@@ -4,6 +4,13 @@ One row per parameter combination of every benchmark with a `framework` paramete
 machine's card takes asv's machine.json (and the result's "params" over it). A missing
 results folder is no error, only a note: the timing sections then say how to make one.
 Shapes and FLOPs live here too: asv's timing rows carry the FLOPs of one call.
+
+Each row knows what produced it: the framework's release (the file's versions benchmark,
+read in the environment that ran it, else asv's matrix requirement), asv's environment
+and the commit; when it was measured is the benchmark's `started_at` (asv's `date` is the
+commit's date: every environment of one commit shares it). The samples (`--record-samples`)
+and asv's 99% interval come along for the verdicts; a result of one sample is a `--quick`
+smoke test.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.bench import VERSIONS_BENCH, file_versions
 from harness.report.schema import COLUMNS, Machine, ReportInputError, read_json
 
 TIMING_PARAMS: tuple[str, ...] = ("framework", "device", "dtype", "shape", "pass")
@@ -177,20 +185,45 @@ def _read_asv_file(run: _AsvRun, name: str, benchmarks: dict[str, Any],
     m.asv = run.info
     if run.name not in m.asv_names:
         m.asv_names.append(run.name)
-    stamp = _num(data.get("date")) / 1000.0 if data.get("date") else 0.0
-    when = datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M") if stamp else "?"
-    m.asv_runs.append(f"{str(data.get('commit_hash', '?'))[:8]} {data.get('env_name', '?')} "
-                      f"({when})")
-    m.sources.append(str(path))
-    records: list[dict[str, Any]] = []
     cols = data["result_columns"]
     for bench, values in data["results"].items():
         if not isinstance(values, list):
             raise ReportInputError(f"{path}: results[{bench!r}] is not a list; expected {what}")
-        entry = dict(zip(cols, values, strict=False))
+    entries = {b: dict(zip(cols, v, strict=False)) for b, v in data["results"].items()}
+    # When it ran: each benchmark's start (ms since the epoch); the file's time where a
+    # result predates started_at. Never asv's `date`: that is the commit's.
+    fallback = path.stat().st_mtime
+    starts = [_num(e.get("started_at")) / 1000.0 for e in entries.values()]
+    first = min((v for v in starts if math.isfinite(v)), default=fallback)
+    when = datetime.fromtimestamp(first).strftime("%Y-%m-%d %H:%M")
+    versions = file_versions(data)
+    env = str(data.get("env_name") or "")
+    commit = str(data.get("commit_hash") or "")
+    label = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    m.asv_runs.append(f"{commit[:8] or '?'} {env or '?'} ({when}{'; ' + label if label else ''})")
+    m.sources.append(str(path))
+    records: list[dict[str, Any]] = []
+    for bench, entry in entries.items():
+        if bench == VERSIONS_BENCH:
+            continue  # read into `versions`: a label of the other rows, not a measurement
         meta = benchmarks.get(bench) if isinstance(benchmarks.get(bench), dict) else {}
-        records.extend(_combinations(bench, entry, meta or {}, name, stamp, path))
+        stamp = _num(entry.get("started_at")) / 1000.0
+        origin = _Origin(name, stamp if math.isfinite(stamp) else fallback, path, env, commit,
+                         versions)
+        records.extend(_combinations(bench, entry, meta or {}, origin))
     return pd.DataFrame.from_records(records, columns=list(COLUMNS))
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """What every row of one benchmark in one result file shares."""
+
+    machine: str
+    stamp: float  # the benchmark's started_at (epoch s)
+    path: Path
+    env: str
+    commit: str
+    versions: dict[str, str]  # framework -> release
 
 
 def _kind(bench: str, meta: dict[str, Any]) -> str:
@@ -201,8 +234,15 @@ def _kind(bench: str, meta: dict[str, Any]) -> str:
     return last.split("_", 1)[0] if "_" in last else "time"
 
 
-def _combinations(bench: str, entry: dict[str, Any], meta: dict[str, Any], machine: str,
-                  stamp: float, path: Path) -> Iterator[dict[str, Any]]:
+def _samples(v: object) -> tuple[float, ...] | None:
+    if not isinstance(v, list):
+        return None
+    out = tuple(float(x) for x in v if isinstance(x, int | float) and not isinstance(x, bool))
+    return out or None
+
+
+def _combinations(bench: str, entry: dict[str, Any], meta: dict[str, Any],
+                  run: _Origin) -> Iterator[dict[str, Any]]:
     params = entry.get("params") or []
     names = meta.get("param_names") or (list(TIMING_PARAMS) if len(params) == 5 else [])
     if "framework" not in names or len(names) != len(params):
@@ -217,6 +257,8 @@ def _combinations(bench: str, entry: dict[str, Any], meta: dict[str, Any], machi
         return v if isinstance(v, list) and len(v) == len(combos) else [None] * len(combos)
 
     q25, q75 = column("stats_q_25"), column("stats_q_75")
+    ci_a, ci_b = column("stats_ci_99_a"), column("stats_ci_99_b")
+    repeat, samples = column("stats_repeat"), column("samples")
     kind = _kind(bench, meta)
     unit = str(meta.get("unit") or ("seconds" if kind == "time" else
                                     "bytes" if kind == "peakmem" else ""))
@@ -230,16 +272,24 @@ def _combinations(bench: str, entry: dict[str, Any], meta: dict[str, Any], machi
             fl = flops(shape, pass_, dtype) if kind == "time" else math.nan
         except (ValueError, KeyError):
             fl = math.nan
+        fw = p.get("framework", "")
+        s = _samples(samples[i]) if status == "pass" else None
+        n = len(s) if s else int(_num(repeat[i])) if math.isfinite(_num(repeat[i])) else 0
         yield {
-            "source": "asv", "machine": machine, "benchmark": bench, "kind": kind,
-            "framework": p.get("framework", ""), "device": p.get("device", "cpu"),
+            "source": "asv", "machine": run.machine, "benchmark": bench, "kind": kind,
+            "framework": fw, "device": p.get("device", "cpu"),
             "mode": "pinned",
             "dtype": dtype, "case": shape, "quantity": pass_,
             "status": status,
             "reason": {"fail": "asv recorded a failure", "skip": "n/a in asv"}.get(status, ""),
             "value": _num(value), "unit": unit,
             "q25": _num(q25[i]), "q75": _num(q75[i]),
+            "ci_lo": _num(ci_a[i]), "ci_hi": _num(ci_b[i]), "samples": s, "n_samples": n,
+            # asv --quick: one sample, no warm-up. Only timings have samples to count.
+            "quick": kind == "time" and status == "pass" and n == 1,
             "ratio": math.nan, "max_abs_err": math.nan, "precision": "",
-            "framework_version": "", "note": "", "flops": fl, "stamp": stamp, "origin": str(path),
+            "framework_version": run.versions.get(fw, ""), "env": run.env,
+            "commit": run.commit, "note": "", "flops": fl, "stamp": run.stamp,
+            "origin": str(run.path),
         }
 

@@ -100,7 +100,8 @@ def _context(data: Loaded, sections: list[sc.Section], baseline: str,
 
 
 def build_sections(data: Loaded, baseline: str, peaks: list[Peak]) -> list[sc.Section]:
-    t = an.timings(data.table)
+    every = an.timings(data.table)  # every release, environment and commit
+    t = an.latest(every)  # the newest measurement per cell, for the per-dtype sections
     corr = an.correctness(data.table)
     machines = list(data.machines)
     timed = t[t["status"] == "pass"]
@@ -114,6 +115,7 @@ def build_sections(data: Loaded, baseline: str, peaks: list[Peak]) -> list[sc.Se
         sc.correctness_section(data, corr, machines),
         sc.selftest_section(data),
         sct.timing_section(t, no_timings),
+        sct.releases_section(every, data.table),
         sct.speedup_section(t, baseline, machines, no_timings),
         sct.gflops_section(t, no_timings),
         sct.peak_section(t, data.machines, peaks, machines, no_timings),

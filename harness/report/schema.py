@@ -18,9 +18,11 @@ from harness.results import ResultsFileError
 # Y/dX/dW; for asv rows `case` is the shape id ("MxKxN") and `quantity` the pass.
 # `mode` is verify's precision_mode: "pinned" (full precision forced, the default) or
 # "default" (as the framework ships); the same cell is checked in both.
+# The release that produced a row, asv's environment and the commit are part of its
+# identity: two releases (or commits) of one cell are two measurements, never duplicates.
 IDENTITY: tuple[str, ...] = (
     "source", "machine", "benchmark", "framework", "device", "mode", "dtype", "case",
-    "quantity",
+    "quantity", "framework_version", "env", "commit",
 )
 COLUMNS: tuple[str, ...] = (
     *IDENTITY,
@@ -30,9 +32,13 @@ COLUMNS: tuple[str, ...] = (
     "value",  # asv: the result (seconds for time_, the unit for track_); verify: NaN
     "unit",
     "q25", "q75",  # asv: quartiles of the samples
-    "ratio", "max_abs_err", "precision", "framework_version", "note",  # verify only
+    "ci_lo", "ci_hi",  # asv: its 99% confidence interval of the result
+    "samples",  # asv: the samples (a tuple of seconds; None unless --record-samples)
+    "n_samples",  # asv: how many samples the result is the median of (0: unknown)
+    "quick",  # asv: a `--quick` timing (one cold sample): a smoke test, never judged
+    "ratio", "max_abs_err", "precision", "note",  # verify only
     "flops",  # asv timing rows: floating-point operations of one call
-    "stamp",  # when the run was made (epoch s): the newest duplicate wins
+    "stamp",  # when the measurement was made (epoch s; asv: started_at, not commit date)
     "origin",  # the file the row came from
 )
 

@@ -118,3 +118,35 @@ def accuracy_section(table: pd.DataFrame, corr: pd.DataFrame, t: pd.DataFrame,
         s.items += [fg.accuracy_scatter(am, m if len(ms) > 1 else ""),
                     tt.accuracy_table(am, m if len(ms) > 1 else "")]
     return s
+
+
+def releases_section(t: pd.DataFrame, table: pd.DataFrame) -> Section:
+    """Every timing and tracked accuracy cell measured under more than one release (or
+    commit, or environment): side by side, judged column against column."""
+    s = Section("releases", "Across releases and commits",
+                "Cells measured under more than one framework release, asv environment or "
+                "commit, side by side in release order (then run time). Each timing is "
+                "judged against the column before it from the samples: faster or slower "
+                "where a Mann-Whitney U test resolves the difference (p < 0.01), not "
+                "resolved (and not coloured) where it does not; --quick smoke timings are "
+                "never judged. Runs made at different times on a shared machine also differ "
+                "by drift: measure releases in one interleaved run (bench --versions "
+                "--rounds N) or commits with `matmul-harness compare --rounds N`.")
+    sr = an.series(t, an.CELL)
+    tracks = table[(table["source"] == "asv") & (table["kind"] == "track")]
+    acc_keys = ["machine", "benchmark", "framework", "device", "dtype", "case"]
+    sa = an.series(tracks, acc_keys) if len(tracks) else tracks
+    if sr.empty and sa.empty:
+        s.empty = ("No cell was measured under more than one release or commit. To follow "
+                   "a framework across releases: matmul-harness bench --versions "
+                   "jax==0.6.2,jax==0.7.2 (see README).")
+        return s
+    if not sr.empty:
+        s.items += [*tt.release_tables(sr)]
+        multi = sr["machine"].nunique() > 1
+        for p in sr[["machine", "device", "framework"]].drop_duplicates().itertuples(
+                index=False):
+            s.items.append(fg.release_trend(sr, p.machine, p.device, p.framework, multi))
+    if not sa.empty:
+        s.items += [*tt.accuracy_release_tables(sa)]
+    return s

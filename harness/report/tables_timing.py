@@ -64,7 +64,14 @@ def _timing_cell(r: object | None) -> Cell:
         text = "failed" if status == "fail" else "n/a"
         return Cell(text, css=status, title=str(getattr(r, "reason")), md=text)  # noqa: B009
     time, gf, spread = (float(getattr(r, k)) for k in ("time", "gflops", "spread"))
-    sub = f"{fmt_flops(gf)} · IQR {fmt_pct(spread, 2)}"
+    version = str(getattr(r, "framework_version", "") or "")
+    tag = f" · {version}" if version else ""
+    if bool(getattr(r, "quick", False)):
+        # One cold sample (asv --quick): a smoke test, no spread to speak of.
+        sub = f"{fmt_flops(gf)} · smoke test (1 sample){tag}"
+        return Cell(fmt_time(time), sub=sub, md=f"{fmt_time(time)} · {sub}", css="smoke",
+                    title="asv --quick: one cold sample; not a measurement to compare")
+    sub = f"{fmt_flops(gf)} · IQR {fmt_pct(spread, 2)}{tag}"
     return Cell(fmt_time(time), sub=sub, md=f"{fmt_time(time)} · {sub}")
 
 
@@ -84,16 +91,24 @@ def speedup_table(geo: pd.DataFrame, baseline: str, title: str = "") -> Table:
                     row.append(Cell("", css="none", md=""))
                     continue
                 v = float(g.loc[dt, "geomean"])
-                css = "faster" if v > 1.05 else "slower" if v < 1 / 1.05 else "even"
+                n, nf, ns = (int(g.loc[dt, k]) for k in ("n", "n_faster", "n_slower"))
+                # Coloured only when the samples resolve every timing it averages the same
+                # way: an unresolved difference is never coloured or ranked.
+                css = ("faster" if nf == n and v > 1 else "slower" if ns == n and v < 1
+                       else "even")
                 row.append(Cell(f"{sig(v)}{TIMES}", css=css,
-                                title=f"geometric mean of {int(g.loc[dt, 'n'])} timings "
-                                      f"vs {baseline} on {g.loc[dt, 'base_device']}"))
+                                title=f"geometric mean of {n} timings vs {baseline} on "
+                                      f"{g.loc[dt, 'base_device']}: {nf} resolved faster, "
+                                      f"{ns} resolved slower, {n - nf - ns} not resolved "
+                                      "(Mann-Whitney U on the samples, p < 0.01)"))
             rows.append(row)
     return Table(
         title=title,
         caption=f"Geometric-mean speedup over {baseline} (its time / this time, over shapes "
                 f"and passes; > 1 is faster). GPU rows compare with {baseline} on the CPU "
-                "when it has no GPU timings.",
+                "when it has no GPU timings. Coloured only where the samples resolve every "
+                "timing averaged (faster or slower, p < 0.01); --quick smoke timings are "
+                "left out.",
         columns=["framework:device", *dts, "all dtypes"], rows=rows)
 
 
@@ -148,3 +163,93 @@ def accuracy_table(acc: pd.DataFrame, title: str = "") -> Table:
                  columns=["framework:device", "dtype", "worst ratio", "ratio from", "time"],
                  rows=rows)
 
+
+
+# --- releases and commits side by side ---------------------------------------------------
+
+
+def verdict_cell(r: object, prev: object | None) -> Cell:
+    """A timing of one release (or commit), judged against the column before it."""
+    time = float(getattr(r, "time"))  # noqa: B009 (itertuples rows are not typed)
+    if prev is None:
+        return Cell(fmt_time(time), sub="first", md=f"{fmt_time(time)} (first)")
+    v = an.judge_rows(prev, r)
+    pct = f"{100 * (v.ratio - 1):+.1f}%"
+    if v.state == "smoke":
+        return Cell(fmt_time(time), sub=f"{pct}, smoke test", css="smoke", title=v.method,
+                    md=f"{fmt_time(time)} ({pct}, smoke test: not judged)")
+    css = {"faster": "faster", "slower": "slower"}.get(v.state, "unresolved")
+    p = f", p={v.p:.2g}" if v.p == v.p else ""
+    return Cell(fmt_time(time), sub=f"{v.state} {pct}", css=css, title=f"{v.method}{p}",
+                md=f"{fmt_time(time)} ({v.state} {pct})")
+
+
+def release_tables(sr: pd.DataFrame) -> list[Table]:
+    """Per machine x device x dtype x framework: rows shape x pass, a column per release
+    (or commit), each judged against the column before it from the samples."""
+    out: list[Table] = []
+    multi = sr["machine"].nunique() > 1
+    for (m, dev, dt, fw), g in sr.groupby(["machine", "device", "dtype", "framework"],
+                                          sort=False):
+        cols = list(dict.fromkeys(g.sort_values("order")["series"]))
+        by = {(r.benchmark, r.shape, r.pass_, r.series): r for r in g.itertuples(index=False)}
+        order = {p: i for i, p in enumerate(an.passes(g))}
+        keys = (g.drop_duplicates(["benchmark", "shape", "pass_"])
+                .assign(o=g["pass_"].map(order)).sort_values(["benchmark", "size", "o"]))
+        rows: list[list[Cell]] = []
+        for k in keys.itertuples(index=False):
+            row = [Cell(k.shape, css="rowhead"), Cell(k.pass_, css="rowhead")]
+            prev = None
+            for c in cols:
+                r = by.get((k.benchmark, k.shape, k.pass_, c))
+                if r is None:
+                    row.append(Cell("", css="none", title="not measured", md=""))
+                    continue
+                row.append(verdict_cell(r, prev))
+                prev = r
+            rows.append(row)
+        where = f"{m}, {dev}" if multi else dev
+        out.append(Table(
+            caption=f"{fw} {dt} on {where}: median time per release (or commit), each "
+                    "judged against "
+                    "the column before it (faster / slower: the samples resolve it, "
+                    "Mann-Whitney U p < 0.01; not resolved: they do not, and it is not "
+                    "coloured)",
+            columns=["shape (MxKxN)", "pass", *(f"{fw} {c}" for c in cols)], rows=rows,
+            details=len(rows) > 6))
+    return out
+
+
+def accuracy_release_tables(sr: pd.DataFrame) -> list[Table]:
+    """Tracked error ratios and effective bits per release: deterministic values, so any
+    difference is a change of the computation (a kernel, an accumulation order)."""
+    out: list[Table] = []
+    for (m, fw, dev), g in sr.groupby(["machine", "framework", "device"], sort=False):
+        cols = list(dict.fromkeys(g.sort_values("order")["series"]))
+        by = {(r.benchmark, r.case, r.dtype, r.series): r for r in g.itertuples(index=False)}
+        keys = g.drop_duplicates(["benchmark", "case", "dtype"]).sort_values(
+            ["benchmark", "case", "dtype"])
+        rows: list[list[Cell]] = []
+        for k in keys.itertuples(index=False):
+            row = [Cell(k.benchmark.rsplit(".", 1)[-1].removeprefix("track_"), css="rowhead"),
+                   Cell(k.case, css="rowhead"), Cell(k.dtype, css="rowhead")]
+            prev: float | None = None
+            for c in cols:
+                r = by.get((k.benchmark, k.case, k.dtype, c))
+                if r is None:
+                    row.append(Cell("", css="none", md=""))
+                    continue
+                v = float(r.value)
+                note = "" if prev is None else "same" if v == prev else "changed"
+                row.append(Cell(sig(v, 4), sub=note, css="partial" if note == "changed" else "",
+                                md=f"{sig(v, 4)}{' (changed)' if note == 'changed' else ''}"))
+                prev = v
+            rows.append(row)
+        out.append(Table(
+            caption=f"{fw} on {dev}{', ' + m if sr['machine'].nunique() > 1 else ''}: tracked "
+                    "accuracy per release (error ratio: max |err| / bound; effective bits: "
+                    "-log2 relative RMS error); 'changed' marks a value that differs from the "
+                    "column before it",
+            columns=["quantity", "case", "dtype", *(f"{fw} {c}" for c in cols)], rows=rows,
+            details=True))
+    return out
