@@ -114,7 +114,7 @@ def test_complex_cells_time_and_judge_like_real_ones(
     ratios that accuracy.Gradients tracks."""
     from benchmarks import common
 
-    for cache in ("_adapters", "_cells", "_ratios"):  # this test's adapter stays its own
+    for cache in ("_adapters", "_cells", "_outcomes"):  # this test's adapter stays its own
         monkeypatch.setattr(common, cache, {})
     monkeypatch.setenv(bench.SELECTION_ENV, "all")
     monkeypatch.setenv(bench.THREADS_ENV, "1")
