@@ -177,7 +177,7 @@ def _inputs_code(cell: Cell, inputs: Inputs) -> str:
         "class _D:  # what _rng and _draw read of harness's Case and DType\n"
         "    name = DTYPE\n    numpy = np.dtype(DTYPE)\n    is_complex = numpy.kind == 'c'\n"
         "\n\nclass _C:\n    name = CASE\n\n\n"
-        f"{src}\n"
+        f"DRAW_CHUNK = {cases.DRAW_CHUNK}\n\n\n{src}\n"
         "_rng_ = _rng(_C, _D, SEED, 'inputs')\n"
         "x, w, g = (_draw(_rng_, SHAPES[k], _D) for k in ('x', 'w', 'g'))\n"
         "RAW = b''.join(np.ascontiguousarray(a).tobytes() for a in (x, w, g))\n"

@@ -19,7 +19,7 @@ from harness.dtypes import DTYPES, DType
 from harness.refcache import References
 from harness.results import atomic_write
 from harness.sampled import check_sampled
-from harness.selftest import BUGS, CONTROL, LOW, Bug, Detection, required
+from harness.selftest import BUGS, LOW, Bug, Detection, is_control, required
 from harness.tolerance import params
 
 SAMPLED_FILE = "selftest_sampled.csv"
@@ -51,7 +51,9 @@ def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
 
 def sensitivity(trials: int, large: bool) -> list[tuple[Bug, Detection]]:
     """Every bug and dtype, at the selftest's shapes or (`large`) at LARGE's."""
-    bugs = [replace(b, case=LARGE[b.case.name]) if large else b for b in BUGS]
+    # the catalogue's shapes only: the hard-shape rows are the bias test's (harness.selftest)
+    mine = [b for b in BUGS if b.case.name in LARGE]
+    bugs = [replace(b, case=LARGE[b.case.name]) for b in mine] if large else mine
     return [(b, detect(b, d, trials)) for b in bugs for d in DTYPES.values()]
 
 
@@ -73,10 +75,10 @@ def problems(results: list[tuple[Bug, Detection]]) -> list[str]:
     for b, r in results:
         if not r.applies:
             continue
-        if r.bug == CONTROL and r.detected:
+        if is_control(r.bug) and r.detected:
             out.append(f"sampled check: false alarm on the correct {r.dtype} result at "
                        f"{b.case.label} ({r.detected}/{r.trials})")
-        elif r.bug != CONTROL and required(b, r.dtype) and r.detected < r.trials:
+        elif required(b, r.dtype) and r.detected < r.trials:
             out.append(f"sampled check: {r.bug} in {r.dtype} at {b.case.label} caught only "
                        f"{r.detected}/{r.trials}")
     return out
