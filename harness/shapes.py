@@ -1,7 +1,7 @@
 """The benchmark shape catalogue: square GEMMs and DeepBench's training GEMMs.
 
 A shape id is `"MxKxN"`: the batch-free product `Y (M x N) = X (M x K) @ W (K x N)`. Ids are
-strings because asv reads a tuple parameter value as several parameters (ASV.md); the report
+strings because asv reads a tuple parameter value as several parameters; the report
 and the benchmarks map them back with `parse_shape`.
 """
 

@@ -145,8 +145,9 @@ def kept_cells(folder: Path) -> dict[tuple[str, ...], list[Row]]:
     return dict(store.read_cells(folder, record.fingerprint, plan(cfg)))
 
 
-def wait_for_cells(partial: Path, n: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
+def wait_for_cells(partial: Path, n: int, proc: subprocess.Popen[str],
+                   timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if partial.exists() and partial.read_text().count("\n") >= n:
             return

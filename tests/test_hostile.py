@@ -24,7 +24,7 @@ from harness.cli import main
 from harness.config import parse
 from harness.plan import plan
 from harness.results import Row, matrix, problems, read_csv, write_csv, write_junit
-from tests.test_faults import config, read
+from tests.test_faults import config, read, wait_for_cells
 from tests.test_registry import fake_entry_points
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,13 +90,7 @@ def orchestrator(tmp_path: Path, *argv: str, cwd: Path | None = None,
 
 
 def wait_for(partial: Path, n: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if partial.exists() and partial.read_text().count("\n") >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError(f"{partial} never reached {n} cells")
+    wait_for_cells(partial, n, proc, timeout=90.0)
 
 
 # --- 1. resume identity ----------------------------------------------------------------------

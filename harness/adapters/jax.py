@@ -83,7 +83,7 @@ def run(x, w, g, dtype, device):
 
     def __init__(self, *, pin_precision: bool = True, threads: int | None = None) -> None:
         if threads:
-            # XLA:CPU ignores its thread flags (jax 0.10, ASV.md); pinning this process to
+            # XLA:CPU ignores its thread flags (measured with jax 0.10); pinning this process to
             # `threads` cores before the first array is what works. It is why adapters run
             # in worker processes of their own.
             os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
