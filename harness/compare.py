@@ -11,18 +11,22 @@ smoke) and one exit code for CI: **1** when some cell is a resolved slowdown bey
   releases (environments) or two commits compare cell by cell; the samples of each side
   (`bench` records them) are compared with a Mann-Whitney U test.
 - **Interleaved** (`--rounds N`): BASE and NEW are git revisions. Each is exported
-  (`git archive`) and timed with asv in this environment, alternately (A B, B A, A B...),
-  one asv run per side and round; each round's medians (of 15 samples) form a pair, and
-  the pairs are judged with Wilcoxon's signed-rank test, so machine drift between rounds
-  cancels. It
-  stops when every cell is resolved (8 rounds at least: with fewer the test cannot reach
-  p < 0.01) or after N rounds or `--budget` seconds, and says which. `--clock cpu` times
-  CPU cells in CPU time (the process's), which other processes on a shared machine
-  disturb far less than the wall clock.
+  (`git archive`) and served by a long-lived worker (`harness/compare_worker.py`) that
+  times its tree's own benchmark call (`benchmarks.common.cell`, what asv times). The
+  workers are asked in turn, A B B A ..., for a short block of samples each; a round pairs
+  the two blocks' medians, measured a fraction of a second apart, so machine drift cancels
+  in their ratio. Every LOOK_EVERY rounds each cell is judged (`harness.verdict.
+  judge_paired`: sign-test bounds of the median ratio, Bonferroni over the planned looks and
+  the cells); a cell stops once decided (a regression, or an upper bound under the
+  threshold), the run when every cell has, or after N rounds or `--budget` seconds, and
+  says which. `--clock cpu` times CPU cells in the process's CPU time, which other
+  processes on a shared machine disturb far less than the wall clock. docs/tracking.md
+  derives the rule.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -39,19 +43,19 @@ from pathlib import Path
 from typing import Any
 
 from harness import verdict as vd
-from harness.bench import (
-    CLOCK_ENV,
+from harness.bench import git_head
+from harness.suite import (
+    GRIDS,
     QUICK,
+    SELECTION_ENV,
     THREADS_ENV,
     BenchError,
-    git_head,
+    Selection,
+    bench_threads,
+    gpu_present,
     load_selection,
-    plan,
 )
-from harness.suite import SELECTION_ENV
 
-MIN_ROUNDS = 8  # Wilcoxon signed-rank, two-sided: 8 pairs are the fewest reaching p < 0.01
-REPEAT = 15  # samples per cell and asv run; a round pairs the two runs' medians
 CELL_KEY = ("machine", "benchmark", "framework", "device", "dtype", "case", "quantity")
 
 
@@ -169,6 +173,17 @@ class _Side:
 
 # --- interleaved rounds ------------------------------------------------------------------
 
+LOOK_EVERY = 20  # rounds between looks (a look: judge every cell, stop the decided ones)
+SAMPLES = 5  # samples per side and round; a round pairs the two sides' medians
+SPLIT = 4  # a sample makes 1/SPLIT of the calls of asv's ~20 ms sample: short, many
+WORKER = Path(__file__).with_name("compare_worker.py")
+
+
+def looks_plan(rounds: int) -> list[int]:
+    """The rounds after which the cells are judged: every LOOK_EVERY, and the last. The
+    number of looks is fixed before measuring, so Bonferroni over them holds."""
+    return sorted({*range(LOOK_EVERY, rounds, LOOK_EVERY), rounds})
+
 
 def _export(root: Path, rev: str, dest: Path) -> str:
     """`git archive` of `rev` into `dest`; the full commit hash."""
@@ -184,93 +199,141 @@ def _export(root: Path, rev: str, dest: Path) -> str:
     return sha
 
 
-def _round_times(results: Path) -> dict[tuple[str, ...], float]:
-    """Each cell's median of one asv run (its REPEAT samples). The fastest sample was tried
-    too: on the loaded 2-core machine it resolved less (a planted +10% read +2.9%, p = 0.54,
-    where the medians read +16.2%, p = 0.14)."""
-    rows = _rows(_result_files(results))
-    key = ["machine", "benchmark", "framework", "device", "dtype", "shape", "pass_"]
-    return {tuple(str(r[k]) for k in key): float(r["time"]) for r in rows.to_dict("records")}
+def timing_cells(selection: Selection, gpu: bool) -> list[tuple[str, ...]]:
+    """(benchmark, framework, device, dtype, shape, pass) of every timing cell the
+    selection names that can run here (framework installed, dtype supported)."""
+    from harness.adapters import load
+
+    out: list[tuple[str, ...]] = []
+    for g in GRIDS:
+        if g.kind != "time":
+            continue
+        for fw, dev, dt, shape, pass_ in itertools.product(*g.params):
+            if (not selection.includes("time", fw, dev, dt, shape, pass_)
+                    or (dev == "gpu" and not gpu)):
+                continue
+            cls = load(fw)
+            if cls.installed() and cls.unsupported_reason(dev, dt) is None:
+                out.append((f"{g.name}.time_matmul", fw, dev, dt, shape, pass_))
+    return out
+
+
+class _Worker:
+    """One side's compare_worker process, its tree first on sys.path."""
+
+    def __init__(self, tree: Path, clock: str, env: dict[str, str], log: Path) -> None:
+        boot = ("import runpy, sys; sys.path.insert(0, sys.argv[2]); "
+                "runpy.run_path(sys.argv[3], run_name='__main__')")
+        self.log = log
+        with log.open("w", encoding="utf-8") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", boot, clock, str(tree), str(WORKER)], cwd=tree,
+                env={**env, "PYTHONPATH": str(tree)}, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+
+    def ask(self, **msg: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except OSError:
+            line = ""
+        if not line:
+            tail = self.log.read_text(encoding="utf-8", errors="replace").strip()
+            raise CompareError("a timing worker stopped: "
+                               + (tail.splitlines()[-1] if tail else "no message"))
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask(op="quit")
+            except CompareError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
-                        budget: float, config: str | None, clock: str = "wall",
+                        budget: float, config: str | None, threshold: float,
+                        clock: str = "wall", alpha: float = vd.ALPHA,
                         log: Any = sys.stdout) -> tuple[list[Row], str]:
-    """Alternate asv runs of BASE and NEW until every cell is resolved or the budget is
-    spent; the rows and a line saying why it stopped."""
-    from harness.bench import _annotate_machine, _asv, _write_conf, bench_threads
+    """Time BASE and NEW in two long-lived workers, alternately (A B B A ...), a short
+    block per side and round, until every cell is decided or the rounds or the budget are
+    spent; the rows and a line saying why it stopped. Cells are judged only at the
+    planned looks (`looks_plan`), each at `vd.look_alpha` (docs/tracking.md)."""
     from harness.system import machine_slug
 
     selection = load_selection(config) if config else QUICK
-    regexes, _ = plan(selection, gpu=False)
-    regexes = [r for r in regexes if r.startswith(r"^matmul\.")]  # timings only
-    if not regexes:
-        raise CompareError(f"{selection.source}: no timing cell to compare (kinds: time)")
-    threads = bench_threads(selection)
-    pairs: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    cells = timing_cells(selection, gpu_present())
+    if not cells:
+        raise CompareError(f"{selection.source}: no timing cell to compare that can run here "
+                           "(kinds: time; a framework installed)")
+    looks = looks_plan(rounds)
+    level = vd.look_alpha(alpha, len(looks), len(cells))
+    machine = machine_slug()
     start = time.monotonic()
-    why = f"{rounds} rounds done (the most --rounds allows)"
+    why = f"{rounds} rounds done (the most --rounds allows); undecided cells stay so"
     with tempfile.TemporaryDirectory(prefix="matmul-compare-") as tmp:
         work = Path(tmp)
         trees = {"base": work / "base", "new": work / "new"}
         shas = {"base": _export(root, base_rev, trees["base"]),
                 "new": _export(root, new_rev, trees["new"])}
         (work / "selection.json").write_text(selection.to_json(), encoding="utf-8")
-        env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(work),
-               THREADS_ENV: str(threads), SELECTION_ENV: str(work / "selection.json"),
-               CLOCK_ENV: clock}
-        machine = f"{machine_slug()}-{threads}t"
-        conf0 = _write_conf(root, work, work / "r0")
-        _asv(["machine", "--yes", "--machine", machine, "--config", str(conf0)], env, root)
-        _annotate_machine(work / ".asv-machine.json", machine, threads, machine_slug())
-        for i in range(rounds):
-            order = ("base", "new") if i % 2 == 0 else ("new", "base")
-            medians: dict[str, dict[tuple[str, ...], float]] = {}
-            for side in order:
-                res = work / f"{side}-{i}"
-                conf = _write_conf(trees[side], work, res)
-                side_env = {**env, "ASV_PYTHONPATH": str(trees[side])}
-                data = json.loads(conf.read_text(encoding="utf-8"))
-                data["repo"] = str(root)  # the commits live in the project's repository
-                # asv resolves the configured branches even when told the commit; a clone
-                # need not have `main`, so the branch is the commit itself.
-                data["branches"] = [shas[side]]
-                conf.write_text(json.dumps(data), encoding="utf-8")
-                code = _asv(["run", "--config", str(conf), "-E", "existing:same",
-                             "--set-commit-hash", shas[side], "--machine", machine,
-                             "--record-samples", "--attribute=rounds=1",
-                             f"--attribute=repeat={REPEAT}",
-                             *(f"--bench={r}" for r in regexes)],
-                            side_env, trees[side], check=False)
-                if code not in (0, 2):
-                    raise CompareError(f"asv run failed for {side} ({shas[side][:8]}) with "
-                                       f"exit status {code}")
-                medians[side] = _round_times(res)
-            for cell in medians["base"].keys() & medians["new"].keys():
-                pairs.setdefault(cell, []).append((medians["base"][cell],
-                                                   medians["new"][cell]))
-            rows = _paired_rows(pairs)
-            done = i + 1
-            print(f"compare: round {done}: " + "; ".join(
-                f"{' '.join(r.cell[2:])}: {r.verdict.text()}" for r in rows), file=log,
-                flush=True)
-            if done >= MIN_ROUNDS and rows and all(r.verdict.resolved for r in rows):
-                why = f"every cell resolved after {done} rounds"
-                break
-            if time.monotonic() - start > budget and done < rounds:
-                why = (f"budget of {budget:.0f} s spent after {done} rounds; unresolved "
-                       "cells stay not resolved")
-                break
-    return _paired_rows(pairs), why
-
-
-def _paired_rows(pairs: dict[tuple[str, ...], list[tuple[float, float]]]) -> list[Row]:
-    out = []
-    for cell, ps in sorted(pairs.items()):
-        b, n = [p[0] for p in ps], [p[1] for p in ps]
-        out.append(Row(cell, statistics.median(b), statistics.median(n),
-                       vd.judge_paired(b, n)))
-    return out
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ,
+               THREADS_ENV: str(bench_threads(selection)),
+               SELECTION_ENV: str(work / "selection.json")}
+        workers = {side: _Worker(trees[side], clock, env, work / f"{side}.log")
+                   for side in ("base", "new")}
+        try:
+            calls: dict[int, int] = {}
+            for i, c in enumerate(cells):
+                got = {s: w.ask(op="cell", i=i, cell=list(c[1:])) for s, w in workers.items()}
+                skips = [f"{s} ({shas[s][:8]}): {r['skip']}" for s, r in got.items()
+                         if "skip" in r]
+                if skips:
+                    print(f"compare: {' '.join(c[1:])} not timed: {'; '.join(skips)}",
+                          file=log)
+                    continue
+                calls[i] = max(1, got["base"]["number"] // SPLIT)  # the same on both sides
+            pairs: dict[int, list[tuple[float, float]]] = {i: [] for i in calls}
+            verdicts: dict[int, vd.Verdict] = {}
+            active = list(calls)
+            done = 0
+            for done in range(1, rounds + 1):
+                order = ("base", "new") if done % 2 else ("new", "base")
+                for i in active:
+                    med = {s: statistics.median(workers[s].ask(
+                        op="time", i=i, calls=calls[i], samples=SAMPLES)["samples"])
+                        for s in order}
+                    pairs[i].append((med["base"], med["new"]))
+                if done not in looks:
+                    continue
+                for i in active:
+                    verdicts[i] = vd.judge_paired(*zip(*pairs[i], strict=True),
+                                                  threshold=threshold, alpha=level)
+                active = [i for i in active if not vd.decided(verdicts[i], threshold)]
+                print(f"compare: look after round {done}: {len(calls) - len(active)} of "
+                      f"{len(calls)} cells decided", file=log, flush=True)
+                if not active:
+                    why = f"every cell decided after {done} rounds"
+                    break
+                if time.monotonic() - start > budget and done < rounds:
+                    why = (f"budget of {budget:.0f} s spent after {done} rounds; undecided "
+                           "cells stay so")
+                    break
+        finally:
+            for w in workers.values():
+                w.close()
+    rows = [Row((machine, *cells[i]), statistics.median(p[0] for p in pairs[i]),
+                statistics.median(p[1] for p in pairs[i]), verdicts[i])
+            for i in sorted(verdicts)]
+    return rows, (f"{why}; {len(looks)} planned looks x {len(calls)} cells, each at "
+                  f"{level:.2g} a side (alpha {alpha:g} in all)")
 
 
 # --- the command -------------------------------------------------------------------------
@@ -317,8 +380,8 @@ def compare_command(base: str, new: str, *, threshold: float = 1.05,
         project = checkout()
         git_head(project)
         rows, why = compare_interleaved(project, base, new, rounds=rounds, budget=budget,
-                                        config=config, clock=clock)
-        how = f"interleaved asv runs, {clock} clock, {why}"
+                                        config=config, threshold=threshold, clock=clock)
+        how = f"interleaved rounds, {clock} clock, {why}"
     else:
         root: Path | None
         try:

@@ -5,8 +5,10 @@ Two rank tests, written out (a few dozen lines; scipy is not a dependency of the
 - `mann_whitney_p`: two independent sets of samples (two asv results, each with its
   samples): exact distribution of U for small sets without ties, the normal approximation
   with tie correction otherwise.
-- `signed_rank_p`: paired differences (log ratios of interleaved rounds, A then B then A...):
-  Wilcoxon's signed-rank test, exact for up to 50 pairs, normal approximation beyond.
+- `median_bounds`: paired rounds (`compare --rounds`, A B B A ...): distribution-free
+  confidence bounds for the median per-round log ratio, from the sign test. `judge_paired`
+  turns them into a threshold-aware verdict; docs/tracking.md derives the rule and how
+  repeated looks keep the false-alarm rate at `alpha`.
 
 A `Verdict` is "faster", "slower", "not resolved" or "smoke" (a `--quick` timing: one cold
 sample; never judged, never turned into a speedup). Where samples are missing, asv's 99%
@@ -21,33 +23,54 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 ALPHA = 0.01  # two-sided: a difference is resolved when p < ALPHA
 FASTER, SLOWER, UNRESOLVED, SMOKE = "faster", "slower", "not resolved", "smoke"
+UNCHANGED = "unchanged"  # paired rounds only: the bounds lie within the threshold both ways
 
 
 @dataclass(frozen=True)
 class Verdict:
     """NEW against BASE: `ratio` = NEW's median / BASE's (> 1: NEW is slower)."""
 
-    state: str  # FASTER, SLOWER, UNRESOLVED or SMOKE
+    state: str  # FASTER, SLOWER, UNCHANGED, UNRESOLVED or SMOKE
     ratio: float
-    p: float  # the test's two-sided p-value (NaN: decided by intervals, or not tested)
+    p: float  # the test's two-sided p-value (NaN: decided by bounds or intervals, or not tested)
     method: str  # how it was decided, for the report and compare's output
+    # paired rounds: lower and upper confidence bounds of the ratio (judge_paired)
+    bounds: tuple[float, float] | None = None
 
     @property
     def resolved(self) -> bool:
-        return self.state in (FASTER, SLOWER)
+        return self.state in (FASTER, SLOWER, UNCHANGED)
 
     def regression(self, threshold: float) -> bool:
-        """A resolved slowdown larger than `threshold` (e.g. 1.05: more than 5% slower)."""
-        return self.state == SLOWER and self.ratio > threshold
+        """A resolved slowdown beyond `threshold` (e.g. 1.05: more than 5% slower). With
+        paired bounds: the estimate is beyond it and the lower bound beyond half of it
+        (`margin`), the rule docs/tracking.md derives."""
+        if self.state != SLOWER:
+            return False
+        if self.bounds is None:
+            return self.ratio > threshold
+        return self.bounds[0] > margin(threshold) and self.ratio > threshold
 
     def text(self) -> str:
         pct = f"{100 * (self.ratio - 1):+.1f}%" if math.isfinite(self.ratio) else "?"
         p = f", p={self.p:.2g}" if math.isfinite(self.p) else ""
+        if self.bounds is not None:
+            lo, hi = (f"{100 * (b - 1):+.1f}%" if math.isfinite(b) else "?"
+                      for b in self.bounds)
+            p = f", bounds {lo} .. {hi}"
         return f"{self.state} ({pct}{p}; {self.method})"
+
+
+def margin(threshold: float) -> float:
+    """The ratio a regression's lower bound must exceed: half the threshold's slowdown
+    (1.05 -> 1.025). A no-op (ratio 1) lies below it with room to spare, a change of the
+    full threshold lies above it, so both are decided in a bounded number of rounds."""
+    return 1.0 + (threshold - 1.0) / 2.0
 
 
 def _ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
@@ -105,38 +128,6 @@ def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
     return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
 
 
-@lru_cache(maxsize=64)
-def _w_counts(n: int) -> tuple[int, ...]:
-    """How many sign patterns of ranks 1..n give each positive-rank sum W = 0..n(n+1)/2."""
-    out = [1]
-    for r in range(1, n + 1):
-        nxt = [0] * (len(out) + r)
-        for w, c in enumerate(out):
-            nxt[w] += c
-            nxt[w + r] += c
-        out = nxt
-    return tuple(out)
-
-
-def signed_rank_p(diffs: Sequence[float]) -> float:
-    """Two-sided p-value of Wilcoxon's signed-rank test that the differences centre on 0."""
-    d = [x for x in diffs if x != 0.0]
-    n = len(d)
-    if n < 2:
-        return math.nan
-    ranks, ties = _ranks([abs(x) for x in d])
-    w = sum(r for r, x in zip(ranks, d, strict=True) if x > 0)
-    if all(t == 1 for t in ties) and n <= 50:
-        counts = _w_counts(n)
-        total = 2 ** n
-        lo = min(w, n * (n + 1) / 2 - w)
-        return min(1.0, float(2 * sum(counts[: math.floor(lo) + 1]) / total))
-    mean = n * (n + 1) / 4
-    var = n * (n + 1) * (2 * n + 1) / 24 - sum(t ** 3 - t for t in ties) / 48
-    z = (abs(w - mean) - 0.5) / math.sqrt(var)
-    return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
-
-
 def _direction(ratio: float, p: float, alpha: float) -> str:
     if not (p < alpha) or not math.isfinite(ratio) or ratio == 1.0:
         return UNRESOLVED
@@ -175,13 +166,64 @@ def judge(base: Sequence[float], new: Sequence[float], *,
     return Verdict(UNRESOLVED, ratio, math.nan, "no samples or intervals to judge from")
 
 
-def judge_paired(base: Sequence[float], new: Sequence[float], *,
-                 alpha: float = ALPHA) -> Verdict:
-    """NEW against BASE from interleaved rounds: base[i] and new[i] were measured one
-    right after the other, so machine drift between rounds cancels in their ratio."""
-    pairs = [(b, n) for b, n in zip(base, new, strict=True) if b > 0 and n > 0]
-    logs = [math.log(n / b) for b, n in pairs]
-    ratio = math.exp(statistics.median(logs)) if logs else math.nan
-    p = signed_rank_p(logs)
-    return Verdict(_direction(ratio, p, alpha), ratio, p,
-                   f"Wilcoxon signed-rank on {len(logs)} interleaved rounds")
+
+
+def median_bounds(diffs: Sequence[float], alpha: float) -> tuple[float, float]:
+    """Lower and upper confidence bounds of the median of `diffs`, each one-sided at level
+    `alpha`, from the sign test (distribution-free: independent draws are all it needs).
+
+    With B ~ Binomial(n, 1/2) the count of draws below the true median m, the k-th smallest
+    draw exceeds m exactly when B <= k - 1; so the largest k with P(B <= k - 1) <= alpha
+    gives a lower bound that is wrong with probability <= alpha (the upper bound by
+    symmetry). Too few draws for `alpha` (2**-n > alpha): (-inf, inf)."""
+    n = len(diffs)
+    d = sorted(diffs)
+    limit = Fraction(alpha) * 2 ** n  # exact: 2**n overflows a float beyond 1023 draws
+    k, cdf = 0, 0
+    while k < n:
+        cdf += math.comb(n, k)  # cdf = 2**n * P(B <= k)
+        if cdf > limit:
+            break
+        k += 1
+    if k == 0:
+        return -math.inf, math.inf
+    return d[k - 1], d[n - k]
+
+
+def look_alpha(alpha: float, looks: int, cells: int) -> float:
+    """The level of each look at each cell: Bonferroni over every (look, cell) at which a
+    regression could be declared, so the chance of any false alarm stays <= `alpha`."""
+    return alpha / (max(1, looks) * max(1, cells))
+
+
+def judge_paired(base: Sequence[float], new: Sequence[float], *, threshold: float,
+                 alpha: float) -> Verdict:
+    """NEW against BASE from interleaved rounds: base[i] and new[i] were measured one right
+    after the other (A B B A ...), so machine drift cancels in their log ratio.
+
+    `alpha`: the level of this look's bounds (`look_alpha`). The state: SLOWER / FASTER
+    when the bounds exclude a ratio of 1; UNCHANGED when they lie within (1/threshold,
+    threshold); else UNRESOLVED. `regression(threshold)` then needs the lower bound above
+    `margin(threshold)` and the estimate (median ratio) above `threshold`."""
+    logs = [math.log(n / b) for b, n in zip(base, new, strict=True) if b > 0 and n > 0]
+    if not logs:
+        return Verdict(UNRESOLVED, math.nan, math.nan, "no paired rounds")
+    ratio = math.exp(statistics.median(logs))
+    lo, hi = (math.exp(b) for b in median_bounds(logs, alpha))
+    if lo > 1.0:
+        state = SLOWER
+    elif hi < 1.0:
+        state = FASTER
+    elif hi < threshold and lo > 1.0 / threshold:
+        state = UNCHANGED
+    else:
+        state = UNRESOLVED
+    return Verdict(state, ratio, math.nan,
+                   f"sign test on {len(logs)} paired rounds, bounds at {alpha:.2g} a side",
+                   (lo, hi))
+
+
+def decided(v: Verdict, threshold: float) -> bool:
+    """Whether more rounds can no longer change compare's answer for this cell: a resolved
+    regression, or an upper bound below the threshold (whatever the truth, not one)."""
+    return v.regression(threshold) or (v.bounds is not None and v.bounds[1] < threshold)
