@@ -99,13 +99,13 @@ def main() -> int:
                 load0 = os.getloadavg()[0]
                 start = time.monotonic()
                 code, out = compare(clone, base, new, args)
-                looks = [ln for ln in out.splitlines() if ln.startswith("compare: look")]
+                used = [ln for ln in out.splitlines() if "rounds measured" in ln]
                 lines = [ln for ln in out.splitlines()
                          if ln.startswith(("Square", "compare: 1 cells", "matmul-harness"))]
                 label = "no-op" if name == "no-op" else f"planted +{name}%"
                 print(f"[{i + 1}] {label}: exit {code} (expected {want}"
                       f"{'' if name != '5' else ', at the threshold: either'}), "
-                      f"{looks[-1].split(':')[1].strip() if looks else 'no look'}, "
+                      f"{used[-1].split(':')[1].strip() if used else 'no round'}, "
                       f"{time.monotonic() - start:.0f} s, load {load0:.1f} -> "
                       f"{os.getloadavg()[0]:.1f}")
                 for ln in lines:

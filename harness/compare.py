@@ -11,15 +11,17 @@ smoke) and one exit code for CI: **1** when some cell is a resolved slowdown bey
   releases (environments) or two commits compare cell by cell; the samples of each side
   (`bench` records them) are compared with a Mann-Whitney U test.
 - **Interleaved** (`--rounds N`): BASE and NEW are git revisions. Each is exported
-  (`git archive`) and served by a long-lived worker (`harness/compare_worker.py`) that
-  times its tree's own benchmark call (`benchmarks.common.cell`, what asv times). The
-  workers are asked in turn, A B B A ..., for a short block of samples each; a round pairs
-  the two blocks' mean times per call, measured a fraction of a second apart, so machine drift cancels
-  in their ratio. Every LOOK_EVERY rounds each cell is judged (`harness.verdict.
-  judge_paired`: sign-test bounds of the median ratio, Bonferroni over the planned looks and
-  the cells); a cell stops once decided (a regression, or an upper bound under the
-  threshold), the run when every cell has, or after N rounds or `--budget` seconds, and
-  says which. `--clock cpu` times CPU cells in the process's CPU time, which other
+  (`git archive`) and served by worker processes (`harness/compare_worker.py`) that time
+  the tree's own benchmark call (`benchmarks.common.cell`, what asv times). A BASE and a
+  NEW worker are asked in turn, A B B A ..., for a short block of samples each; a round
+  pairs the two blocks' mean times per call, measured a fraction of a second apart, so
+  machine drift cancels in their ratio. Every GENERATION rounds both workers are replaced
+  by fresh ones: two processes of identical code can differ by a few percent for their
+  whole life, which only new processes turn into noise. The generations' median ratios
+  are judged at planned looks (`harness.verdict.sequential`: sign-test bounds, Bonferroni
+  over looks and cells); a cell stops once decided (a regression, or an upper bound under
+  the threshold), the run when every cell has, or after N rounds or `--budget` seconds,
+  and says which. `--clock cpu` times CPU cells in the process's CPU time, which other
   processes on a shared machine disturb far less than the wall clock. docs/tracking.md
   derives the rule.
 """
@@ -173,19 +175,13 @@ class _Side:
 
 # --- interleaved rounds ------------------------------------------------------------------
 
-LOOK_EVERY = 20  # rounds between looks (a look: judge every cell, stop the decided ones)
 # Samples per side and round. A round pairs the two blocks' *mean* time per call: a median
 # of samples would hide a cost that comes in lumps (work every tenth call: with 4 calls a
 # sample, most samples miss it; measured, a planted +10% read +3.2%).
 SAMPLES = 5
+GENERATION = 10  # rounds per pair of worker processes (vd.sequential: why fresh pairs)
 SPLIT = 4  # a sample makes 1/SPLIT of the calls of asv's ~20 ms sample: short, many
 WORKER = Path(__file__).with_name("compare_worker.py")
-
-
-def looks_plan(rounds: int) -> list[int]:
-    """The rounds after which the cells are judged: every LOOK_EVERY, and the last. The
-    number of looks is fixed before measuring, so Bonferroni over them holds."""
-    return sorted({*range(LOOK_EVERY, rounds, LOOK_EVERY), rounds})
 
 
 def _export(root: Path, rev: str, dest: Path) -> str:
@@ -265,10 +261,10 @@ def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
                         budget: float, config: str | None, threshold: float,
                         clock: str = "wall", alpha: float = vd.ALPHA,
                         log: Any = sys.stdout) -> tuple[list[Row], str]:
-    """Time BASE and NEW in two long-lived workers, alternately (A B B A ...), a short
-    block per side and round, until every cell is decided or the rounds or the budget are
-    spent; the rows and a line saying why it stopped. Cells are judged only at the
-    planned looks (`looks_plan`), each at `vd.look_alpha` (docs/tracking.md)."""
+    """Time BASE and NEW in pairs of worker processes, alternately (A B B A ...), a short
+    block per side and round, GENERATION rounds per pair of fresh workers, until every
+    cell is decided or `rounds` or the budget are spent; the rows and a line saying why it
+    stopped (`vd.sequential`; docs/tracking.md derives the rule)."""
     from harness.system import machine_slug
 
     selection = load_selection(config) if config else QUICK
@@ -276,11 +272,8 @@ def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
     if not cells:
         raise CompareError(f"{selection.source}: no timing cell to compare that can run here "
                            "(kinds: time; a framework installed)")
-    looks = looks_plan(rounds)
-    level = vd.look_alpha(alpha, len(looks), len(cells))
     machine = machine_slug()
     start = time.monotonic()
-    why = f"{rounds} rounds done (the most --rounds allows); undecided cells stay so"
     with tempfile.TemporaryDirectory(prefix="matmul-compare-") as tmp:
         work = Path(tmp)
         trees = {"base": work / "base", "new": work / "new"}
@@ -290,53 +283,63 @@ def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ,
                THREADS_ENV: str(bench_threads(selection)),
                SELECTION_ENV: str(work / "selection.json")}
-        workers = {side: _Worker(trees[side], clock, env, work / f"{side}.log")
-                   for side in ("base", "new")}
+        calls: dict[int, int] = {}  # cell -> calls per sample, the same on both sides
+
+        def workers(g: int) -> dict[str, _Worker]:
+            sides = ("base", "new") if g % 2 else ("new", "base")  # who starts first
+            return {s: _Worker(trees[s], clock, env, work / f"{s}-{g}.log") for s in sides}
+
+        # The first pair learns which cells run on both sides and their calls per sample.
+        first = workers(0)
         try:
-            calls: dict[int, int] = {}
             for i, c in enumerate(cells):
-                got = {s: w.ask(op="cell", i=i, cell=list(c[1:])) for s, w in workers.items()}
+                got = {s: w.ask(op="cell", i=i, cell=list(c[1:])) for s, w in first.items()}
                 skips = [f"{s} ({shas[s][:8]}): {r['skip']}" for s, r in got.items()
                          if "skip" in r]
                 if skips:
                     print(f"compare: {' '.join(c[1:])} not timed: {'; '.join(skips)}",
                           file=log)
-                    continue
-                calls[i] = max(1, got["base"]["number"] // SPLIT)  # the same on both sides
-            pairs: dict[int, list[tuple[float, float]]] = {i: [] for i in calls}
-            verdicts: dict[int, vd.Verdict] = {}
-            active = list(calls)
-            done = 0
-            for done in range(1, rounds + 1):
-                order = ("base", "new") if done % 2 else ("new", "base")
-                for i in active:
-                    med = {s: statistics.fmean(workers[s].ask(
-                        op="time", i=i, calls=calls[i], samples=SAMPLES)["samples"])
-                        for s in order}
-                    pairs[i].append((med["base"], med["new"]))
-                if done not in looks:
-                    continue
-                for i in active:
-                    verdicts[i] = vd.judge_paired(*zip(*pairs[i], strict=True),
-                                                  threshold=threshold, alpha=level)
-                active = [i for i in active if not vd.decided(verdicts[i], threshold)]
-                print(f"compare: look after round {done}: {len(calls) - len(active)} of "
-                      f"{len(calls)} cells decided", file=log, flush=True)
-                if not active:
-                    why = f"every cell decided after {done} rounds"
-                    break
-                if time.monotonic() - start > budget and done < rounds:
-                    why = (f"budget of {budget:.0f} s spent after {done} rounds; undecided "
-                           "cells stay so")
-                    break
+                else:
+                    calls[i] = max(1, got["base"]["number"] // SPLIT)
         finally:
-            for w in workers.values():
+            for w in first.values():
                 w.close()
-    rows = [Row((machine, *cells[i]), statistics.median(p[0] for p in pairs[i]),
-                statistics.median(p[1] for p in pairs[i]), verdicts[i])
-            for i in sorted(verdicts)]
-    return rows, (f"{why}; {len(looks)} planned looks x {len(calls)} cells, each at "
-                  f"{level:.2g} a side (alpha {alpha:g} in all)")
+        timed = sorted(calls)
+        if not timed:
+            raise CompareError("no timing cell can run in both BASE and NEW (see the lines "
+                               "above)")
+
+        def generation(g: int, active: list[int]) -> dict[int, list[tuple[float, float]]]:
+            pair = workers(g)
+            try:
+                for j in active:
+                    for w in pair.values():  # one after the other: warm-ups never overlap
+                        w.ask(op="cell", i=timed[j], cell=list(cells[timed[j]][1:]))
+                out: dict[int, list[tuple[float, float]]] = {j: [] for j in active}
+                for r in range(GENERATION):
+                    for j in active:
+                        i = timed[j]
+                        order = ("base", "new") if (g + r) % 2 else ("new", "base")
+                        mean = {s: statistics.fmean(pair[s].ask(
+                            op="time", i=i, calls=calls[i], samples=SAMPLES)["samples"])
+                            for s in order}
+                        out[j].append((mean["base"], mean["new"]))
+                return out
+            finally:
+                for w in pair.values():
+                    w.close()
+
+        seq = vd.sequential(generation, len(timed),
+                            generations=max(1, -(-rounds // GENERATION)),
+                            threshold=threshold, alpha=alpha,
+                            out_of_budget=lambda: time.monotonic() - start > budget)
+    rows = [Row((machine, *cells[timed[j]]), statistics.median(p[0] for p in seq.pairs[j]),
+                statistics.median(p[1] for p in seq.pairs[j]), v)
+            for j, v in sorted(seq.verdicts.items())]
+    print(f"compare: {seq.generations} generations of {GENERATION} rounds measured "
+          f"({time.monotonic() - start:.0f} s)", file=log)
+    return rows, (f"{seq.why}; {seq.looks} planned looks x {len(timed)} cells, each at "
+                  f"{seq.level:.2g} a side (alpha {alpha:g} in all)")
 
 
 # --- the command -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -196,18 +196,16 @@ def look_alpha(alpha: float, looks: int, cells: int) -> float:
     return alpha / (max(1, looks) * max(1, cells))
 
 
-def judge_paired(base: Sequence[float], new: Sequence[float], *, threshold: float,
-                 alpha: float) -> Verdict:
-    """NEW against BASE from interleaved rounds: base[i] and new[i] were measured one right
-    after the other (A B B A ...), so machine drift cancels in their log ratio.
-
-    `alpha`: the level of this look's bounds (`look_alpha`). The state: SLOWER / FASTER
-    when the bounds exclude a ratio of 1; UNCHANGED when they lie within (1/threshold,
-    threshold); else UNRESOLVED. `regression(threshold)` then needs the lower bound above
-    `margin(threshold)` and the estimate (median ratio) above `threshold`."""
-    logs = [math.log(n / b) for b, n in zip(base, new, strict=True) if b > 0 and n > 0]
+def judge_paired(logs: Sequence[float], *, threshold: float, alpha: float,
+                 unit: str = "paired rounds") -> Verdict:
+    """NEW against BASE from independent log ratios log(new / base) of paired measurements
+    (A B B A ...: drift between them cancels). `alpha`: the level of this look's bounds
+    (`look_alpha`). The state: SLOWER / FASTER when the bounds exclude a ratio of 1;
+    UNCHANGED when they lie within (1/threshold, threshold); else UNRESOLVED.
+    `regression(threshold)` then needs the lower bound above `margin(threshold)` and the
+    estimate (the median ratio) above `threshold`."""
     if not logs:
-        return Verdict(UNRESOLVED, math.nan, math.nan, "no paired rounds")
+        return Verdict(UNRESOLVED, math.nan, math.nan, f"no {unit}")
     ratio = math.exp(statistics.median(logs))
     lo, hi = (math.exp(b) for b in median_bounds(logs, alpha))
     if lo > 1.0:
@@ -219,11 +217,81 @@ def judge_paired(base: Sequence[float], new: Sequence[float], *, threshold: floa
     else:
         state = UNRESOLVED
     return Verdict(state, ratio, math.nan,
-                   f"sign test on {len(logs)} paired rounds, bounds at {alpha:.2g} a side",
-                   (lo, hi))
+                   f"sign test on {len(logs)} {unit}, bounds at {alpha:.2g} a side", (lo, hi))
 
 
 def decided(v: Verdict, threshold: float) -> bool:
-    """Whether more rounds can no longer change compare's answer for this cell: a resolved
-    regression, or an upper bound below the threshold (whatever the truth, not one)."""
+    """Whether more measuring can no longer change compare's answer for this cell: a
+    resolved regression, or an upper bound below the threshold (then not one)."""
     return v.regression(threshold) or (v.bounds is not None and v.bounds[1] < threshold)
+
+
+FIRST_LOOK = 12  # generations: with fewer, the sign test's bounds at look_alpha are infinite
+LOOK_EVERY = 4  # generations between looks
+
+
+def looks_plan(generations: int, first: int = FIRST_LOOK, every: int = LOOK_EVERY) -> list[int]:
+    """The generations after which the cells are judged: `first`, every `every` after it,
+    and the last. Fixed before anything is measured, so the Bonferroni split over them
+    (`look_alpha`) holds however many are taken."""
+    return sorted({*range(min(first, generations), generations, every), generations})
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """What `sequential` measured and decided."""
+
+    verdicts: dict[int, Verdict]  # cell -> its verdict at its last look
+    pairs: dict[int, list[tuple[float, float]]]  # cell -> (base, new) of every round
+    generations: int  # generations measured
+    why: str  # why it stopped
+    looks: int  # looks planned
+    level: float  # each look's level a side (look_alpha)
+
+
+def generation_log_ratio(pairs: Sequence[tuple[float, float]]) -> float:
+    """One generation's value: the median log(new / base) of its rounds."""
+    return statistics.median(math.log(n / b) for b, n in pairs)
+
+
+def sequential(generation: Callable[[int, list[int]], dict[int, list[tuple[float, float]]]],
+               cells: int, *, generations: int, threshold: float, alpha: float = ALPHA,
+               first: int = FIRST_LOOK, every: int = LOOK_EVERY,
+               out_of_budget: Callable[[], bool] = lambda: False) -> Sequential:
+    """Measure generations until every cell is `decided`.
+
+    `generation(g, cells)`: the (base, new) rounds of each of `cells` measured by a fresh
+    pair of processes (g counts from 1). Two processes of the same code can differ by a
+    few percent for as long as they live (memory layout, the core they run on), which
+    pairing within them cannot cancel; across generations it is noise like any other, so
+    a generation, not a round, is the independent unit: its value is
+    `generation_log_ratio`. Cells are judged only at the planned looks, each at
+    `look_alpha(alpha, looks, cells)`: whatever the number of looks taken, the chance that
+    any cell of a no-op is called a regression stays <= `alpha`. A decided cell is measured
+    no more; the run stops when every cell is decided, after `generations`, or at the first
+    look after `out_of_budget()` turns true."""
+    looks = looks_plan(generations, first, every)
+    level = look_alpha(alpha, len(looks), cells)
+    pairs: dict[int, list[tuple[float, float]]] = {i: [] for i in range(cells)}
+    values: dict[int, list[float]] = {i: [] for i in range(cells)}
+    verdicts: dict[int, Verdict] = {}
+    active = list(range(cells))
+    done = 0
+    why = f"{generations} generations done (the most allowed); undecided cells stay so"
+    for done in range(1, generations + 1):
+        for i, got in generation(done, active).items():
+            pairs[i].extend(got)
+            values[i].append(generation_log_ratio(got))
+        if done not in looks:
+            continue
+        for i in active:
+            verdicts[i] = judge_paired(values[i], threshold=threshold, alpha=level,
+                                       unit="generations")
+        active = [i for i in active if not decided(verdicts[i], threshold)]
+        if not active:
+            why = f"every cell decided after {done} generations"
+            break
+        if done < generations and out_of_budget():
+            why = f"budget spent after {done} generations; undecided cells stay so"
+            break
+    return Sequential(verdicts, pairs, done, why, len(looks), level)
