@@ -99,7 +99,12 @@ def localise(html_dir: Path, fetch: Callable[[str, str], Path] = npm_pack) -> li
             with tempfile.TemporaryDirectory() as tmp, tarfile.open(fetch(a.package,
                                                                           a.version)) as tar:
                 tar.extractall(tmp, filter="data")
-                shutil.copytree(Path(tmp) / "package", dest)
+                # npm packs into package/, a few old packages into another single folder
+                tops = list(Path(tmp).iterdir())
+                if len(tops) != 1 or not tops[0].is_dir():
+                    raise SystemExit(f"asv_offline: {a.package}@{a.version}: expected one "
+                                     "folder in the npm tarball")
+                shutil.copytree(tops[0], dest)
         if not (html_dir / a.local).is_file():
             raise SystemExit(f"asv_offline: {a.package}@{a.version} has no {a.path} "
                              f"(for {a.url})")
