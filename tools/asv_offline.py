@@ -85,6 +85,26 @@ def npm_pack(package: str, version: str) -> Path:
     return tgz
 
 
+def _copy(package: Path, path: str, dest: Path, a: Asset) -> None:
+    """The file index.html names, and what a stylesheet loads with url(...) (Bootstrap's
+    fonts): not the whole package (Bootstrap's is 11 MB with its docs)."""
+    src = package / path
+    if not src.is_file():
+        raise SystemExit(f"asv_offline: {a.package}@{a.version} has no {path} (for {a.url})")
+    (dest / path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest / path)
+    if path.endswith(".css"):
+        text = src.read_text(encoding="utf-8", errors="replace")
+        for ref in set(re.findall(r"url\(['\"]?([^'\")?#]+)", text)):
+            if ref.startswith(("data:", "http:", "https:", "/")):
+                continue
+            rel = (Path(path).parent / ref).as_posix()
+            norm = os.path.normpath(rel)
+            if (package / norm).is_file() and not norm.startswith(".."):
+                (dest / norm).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(package / norm, dest / norm)
+
+
 def localise(html_dir: Path, fetch: Callable[[str, str], Path] = npm_pack) -> list[Asset]:
     """Fetch every CDN asset of html_dir/index.html into html_dir/vendor and rewrite it."""
     index = html_dir / "index.html"
@@ -94,8 +114,7 @@ def localise(html_dir: Path, fetch: Callable[[str, str], Path] = npm_pack) -> li
     text = index.read_text(encoding="utf-8")
     assets = [asset(m[3]) for m in TAG.finditer(text)]  # every URL known before any change
     for a in assets:
-        dest = html_dir / "vendor" / f"{a.package}@{a.version}"
-        if not dest.is_dir():
+        if not (html_dir / a.local).is_file():
             with tempfile.TemporaryDirectory() as tmp, tarfile.open(fetch(a.package,
                                                                           a.version)) as tar:
                 tar.extractall(tmp, filter="data")
@@ -104,10 +123,7 @@ def localise(html_dir: Path, fetch: Callable[[str, str], Path] = npm_pack) -> li
                 if len(tops) != 1 or not tops[0].is_dir():
                     raise SystemExit(f"asv_offline: {a.package}@{a.version}: expected one "
                                      "folder in the npm tarball")
-                shutil.copytree(tops[0], dest)
-        if not (html_dir / a.local).is_file():
-            raise SystemExit(f"asv_offline: {a.package}@{a.version} has no {a.path} "
-                             f"(for {a.url})")
+                _copy(tops[0], a.path, html_dir / "vendor" / f"{a.package}@{a.version}", a)
         text = text.replace(f'"{a.url}"', f'"{a.local}"')
     index.write_text(text, encoding="utf-8")
     return assets
