@@ -246,15 +246,19 @@ class _Worker:
         return reply
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.ask(op="quit")
-            except CompareError:
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """Ask the worker to quit (it answers nothing) and wait for it; kill a hung one."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass  # already gone
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
 
 
 def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
