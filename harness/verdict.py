@@ -1,18 +1,20 @@
 """Is one timing faster or slower than another, or can the samples not tell?
 
-Two rank tests, written out (a few dozen lines; scipy is not a dependency of the package):
+Two tests, written out (a few dozen lines; scipy is not a dependency of the package):
 
 - `mann_whitney_p`: two independent sets of samples (two asv results, each with its
   samples): exact distribution of U for small sets without ties, the normal approximation
   with tie correction otherwise.
-- `median_bounds`: paired rounds (`compare --rounds`, A B B A ...): distribution-free
-  confidence bounds for the median per-round log ratio, from the sign test. `judge_paired`
-  turns them into a threshold-aware verdict; docs/tracking.md derives the rule and how
-  repeated looks keep the false-alarm rate at `alpha`.
+- `median_bounds`: paired measurements (`compare --rounds`, A B B A ...): distribution-
+  free confidence bounds for the median log ratio, from the sign test. `judge_paired`
+  turns them into a threshold-aware verdict, `sequential` repeats measuring and judging
+  at planned looks; docs/tracking.md derives the rule and how the looks keep the
+  false-alarm rate at `alpha`.
 
-A `Verdict` is "faster", "slower", "not resolved" or "smoke" (a `--quick` timing: one cold
-sample; never judged, never turned into a speedup). Where samples are missing, asv's 99%
-confidence intervals decide: disjoint intervals resolve, overlapping ones do not.
+A `Verdict` is "faster", "slower", "unchanged" (paired only), "not resolved" or "smoke" (a
+`--quick` timing: one cold sample; never judged, never turned into a speedup). Where
+samples are missing, asv's 99% confidence intervals decide: disjoint intervals resolve,
+overlapping ones do not.
 
 Nothing here imports pandas or a framework: `matmul-harness compare` and the report use it.
 """
@@ -164,8 +166,6 @@ def judge(base: Sequence[float], new: Sequence[float], *,
         return Verdict(state, ratio, math.nan, "99% confidence intervals "
                        + ("disjoint" if disjoint else "overlap"))
     return Verdict(UNRESOLVED, ratio, math.nan, "no samples or intervals to judge from")
-
-
 
 
 def median_bounds(diffs: Sequence[float], alpha: float) -> tuple[float, float]:
