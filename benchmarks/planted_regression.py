@@ -1,6 +1,6 @@
 """Does `matmul-harness compare` catch a real 10% slowdown, and only that, on this machine?
 
-    python benchmarks/planted_regression.py [--rounds 400] [--budget 300] [--repeats 5]
+    python benchmarks/planted_regression.py [--rounds 400] [--budget 300] [--repeats N]
                                             [--clock cpu|wall] [--only no-op|10|5]
 
 In a temporary clone of this repository (HEAD), commits on top of HEAD:
