@@ -258,6 +258,10 @@ def run_bench(*, quick: bool, config: str | None, results_dir: Path | None = Non
         code = _asv(args, env, root, check=False, log=log)
     print(summary(results, machine, commit, started if matrix else None))
     print(f"bench: asv's full output: {log}")
+    # asv publish's pages load their scripts from CDNs: say how to read results offline
+    print("bench: to read the results: matmul-harness report --out DIR (one self-contained "
+          "HTML file), or asv publish && python tools/asv_offline.py (asv's pages, their "
+          "scripts fetched from npm once, then offline)")
     return code
 
 

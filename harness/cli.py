@@ -135,10 +135,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="asv results to look in (default: asv.conf.json's, results/)")
     c.add_argument("--bench", metavar="REGEX", help="only cells whose name matches")
     c.add_argument("--rounds", type=int, metavar="N",
-                   help="measure instead: alternate asv runs of BASE and NEW (git revisions) "
-                        "for up to N rounds, paired verdicts")
+                   help="measure instead: time BASE and NEW (git revisions) in turn in "
+                        "worker processes for up to N rounds (400: 40 generations of 10), "
+                        "paired verdicts")
     c.add_argument("--budget", type=float, default=900.0, metavar="SECONDS",
-                   help="with --rounds: stop starting rounds after this (default: %(default)s)")
+                   help="with --rounds: stop at the first look after this (default: "
+                        "%(default)s)")
     c.add_argument("--config", help="with --rounds: bench YAML of the cells to time "
                                     "(default: the built-in quick selection)")
     c.add_argument("--clock", choices=("wall", "cpu"), default="wall",

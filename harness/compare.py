@@ -11,18 +11,24 @@ smoke) and one exit code for CI: **1** when some cell is a resolved slowdown bey
   releases (environments) or two commits compare cell by cell; the samples of each side
   (`bench` records them) are compared with a Mann-Whitney U test.
 - **Interleaved** (`--rounds N`): BASE and NEW are git revisions. Each is exported
-  (`git archive`) and timed with asv in this environment, alternately (A B, B A, A B...),
-  one asv run per side and round; each round's medians (of 15 samples) form a pair, and
-  the pairs are judged with Wilcoxon's signed-rank test, so machine drift between rounds
-  cancels. It
-  stops when every cell is resolved (8 rounds at least: with fewer the test cannot reach
-  p < 0.01) or after N rounds or `--budget` seconds, and says which. `--clock cpu` times
-  CPU cells in CPU time (the process's), which other processes on a shared machine
-  disturb far less than the wall clock.
+  (`git archive`) and served by worker processes (`harness/compare_worker.py`) that time
+  the tree's own benchmark call (`benchmarks.common.cell`, what asv times). A BASE and a
+  NEW worker are asked in turn, A B B A ..., for a short block of samples each; a round
+  pairs the two blocks' mean times per call, measured a fraction of a second apart, so
+  machine drift cancels in their ratio. Every GENERATION rounds both workers are replaced
+  by fresh ones: two processes of identical code can differ by a few percent for their
+  whole life, which only new processes turn into noise. The generations' median ratios
+  are judged at planned looks (`harness.verdict.sequential`: sign-test bounds, Bonferroni
+  over looks and cells); a cell stops once decided (a regression, or an upper bound under
+  the threshold), the run when every cell has, or after N rounds or `--budget` seconds,
+  and says which. `--clock cpu` times CPU cells in the process's CPU time, which other
+  processes on a shared machine disturb far less than the wall clock. docs/tracking.md
+  derives the rule.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -39,19 +45,19 @@ from pathlib import Path
 from typing import Any
 
 from harness import verdict as vd
-from harness.bench import (
-    CLOCK_ENV,
+from harness.bench import git_head
+from harness.suite import (
+    GRIDS,
     QUICK,
+    SELECTION_ENV,
     THREADS_ENV,
     BenchError,
-    git_head,
+    Selection,
+    bench_threads,
+    gpu_present,
     load_selection,
-    plan,
 )
-from harness.suite import SELECTION_ENV
 
-MIN_ROUNDS = 8  # Wilcoxon signed-rank, two-sided: 8 pairs are the fewest reaching p < 0.01
-REPEAT = 15  # samples per cell and asv run; a round pairs the two runs' medians
 CELL_KEY = ("machine", "benchmark", "framework", "device", "dtype", "case", "quantity")
 
 
@@ -169,6 +175,14 @@ class _Side:
 
 # --- interleaved rounds ------------------------------------------------------------------
 
+# Samples per side and round. A round pairs the two blocks' *mean* time per call: a median
+# of samples would hide a cost that comes in lumps (work every tenth call: with 4 calls a
+# sample, most samples miss it; measured, a planted +10% read +3.2%).
+SAMPLES = 5
+GENERATION = 10  # rounds per pair of worker processes (vd.sequential: why fresh pairs)
+SPLIT = 4  # a sample makes 1/SPLIT of the calls of asv's ~20 ms sample: short, many
+WORKER = Path(__file__).with_name("compare_worker.py")
+
 
 def _export(root: Path, rev: str, dest: Path) -> str:
     """`git archive` of `rev` into `dest`; the full commit hash."""
@@ -184,93 +198,152 @@ def _export(root: Path, rev: str, dest: Path) -> str:
     return sha
 
 
-def _round_times(results: Path) -> dict[tuple[str, ...], float]:
-    """Each cell's median of one asv run (its REPEAT samples). The fastest sample was tried
-    too: on the loaded 2-core machine it resolved less (a planted +10% read +2.9%, p = 0.54,
-    where the medians read +16.2%, p = 0.14)."""
-    rows = _rows(_result_files(results))
-    key = ["machine", "benchmark", "framework", "device", "dtype", "shape", "pass_"]
-    return {tuple(str(r[k]) for k in key): float(r["time"]) for r in rows.to_dict("records")}
+def timing_cells(selection: Selection, gpu: bool) -> list[tuple[str, ...]]:
+    """(benchmark, framework, device, dtype, shape, pass) of every timing cell the
+    selection names that can run here (framework installed, dtype supported)."""
+    from harness.adapters import load
+
+    out: list[tuple[str, ...]] = []
+    for g in GRIDS:
+        if g.kind != "time":
+            continue
+        for fw, dev, dt, shape, pass_ in itertools.product(*g.params):
+            if (not selection.includes("time", fw, dev, dt, shape, pass_)
+                    or (dev == "gpu" and not gpu)):
+                continue
+            cls = load(fw)
+            if cls.installed() and cls.unsupported_reason(dev, dt) is None:
+                out.append((f"{g.name}.time_matmul", fw, dev, dt, shape, pass_))
+    return out
+
+
+class _Worker:
+    """One side's compare_worker process, its tree first on sys.path."""
+
+    def __init__(self, tree: Path, clock: str, env: dict[str, str], log: Path) -> None:
+        boot = ("import runpy, sys; sys.path.insert(0, sys.argv[2]); "
+                "runpy.run_path(sys.argv[3], run_name='__main__')")
+        self.log = log
+        with log.open("w", encoding="utf-8") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", boot, clock, str(tree), str(WORKER)], cwd=tree,
+                env={**env, "PYTHONPATH": str(tree)}, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+
+    def ask(self, **msg: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except OSError:
+            line = ""
+        if not line:
+            tail = self.log.read_text(encoding="utf-8", errors="replace").strip()
+            raise CompareError("a timing worker stopped: "
+                               + (tail.splitlines()[-1] if tail else "no message"))
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def close(self) -> None:
+        """Ask the worker to quit (it answers nothing) and wait for it; kill a hung one."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass  # already gone
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
 
 
 def compare_interleaved(root: Path, base_rev: str, new_rev: str, *, rounds: int,
-                        budget: float, config: str | None, clock: str = "wall",
+                        budget: float, config: str | None, threshold: float,
+                        clock: str = "wall", alpha: float = vd.ALPHA,
                         log: Any = sys.stdout) -> tuple[list[Row], str]:
-    """Alternate asv runs of BASE and NEW until every cell is resolved or the budget is
-    spent; the rows and a line saying why it stopped."""
-    from harness.bench import _annotate_machine, _asv, _write_conf, bench_threads
+    """Time BASE and NEW in pairs of worker processes, alternately (A B B A ...), a short
+    block per side and round, GENERATION rounds per pair of fresh workers, until every
+    cell is decided or `rounds` or the budget are spent; the rows and a line saying why it
+    stopped (`vd.sequential`; docs/tracking.md derives the rule)."""
     from harness.system import machine_slug
 
     selection = load_selection(config) if config else QUICK
-    regexes, _ = plan(selection, gpu=False)
-    regexes = [r for r in regexes if r.startswith(r"^matmul\.")]  # timings only
-    if not regexes:
-        raise CompareError(f"{selection.source}: no timing cell to compare (kinds: time)")
-    threads = bench_threads(selection)
-    pairs: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    cells = timing_cells(selection, gpu_present())
+    if not cells:
+        raise CompareError(f"{selection.source}: no timing cell to compare that can run here "
+                           "(kinds: time; a framework installed)")
+    machine = machine_slug()
     start = time.monotonic()
-    why = f"{rounds} rounds done (the most --rounds allows)"
     with tempfile.TemporaryDirectory(prefix="matmul-compare-") as tmp:
         work = Path(tmp)
         trees = {"base": work / "base", "new": work / "new"}
         shas = {"base": _export(root, base_rev, trees["base"]),
                 "new": _export(root, new_rev, trees["new"])}
         (work / "selection.json").write_text(selection.to_json(), encoding="utf-8")
-        env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "HOME": str(work),
-               THREADS_ENV: str(threads), SELECTION_ENV: str(work / "selection.json"),
-               CLOCK_ENV: clock}
-        machine = f"{machine_slug()}-{threads}t"
-        conf0 = _write_conf(root, work, work / "r0")
-        _asv(["machine", "--yes", "--machine", machine, "--config", str(conf0)], env, root)
-        _annotate_machine(work / ".asv-machine.json", machine, threads, machine_slug())
-        for i in range(rounds):
-            order = ("base", "new") if i % 2 == 0 else ("new", "base")
-            medians: dict[str, dict[tuple[str, ...], float]] = {}
-            for side in order:
-                res = work / f"{side}-{i}"
-                conf = _write_conf(trees[side], work, res)
-                side_env = {**env, "ASV_PYTHONPATH": str(trees[side])}
-                data = json.loads(conf.read_text(encoding="utf-8"))
-                data["repo"] = str(root)  # the commits live in the project's repository
-                # asv resolves the configured branches even when told the commit; a clone
-                # need not have `main`, so the branch is the commit itself.
-                data["branches"] = [shas[side]]
-                conf.write_text(json.dumps(data), encoding="utf-8")
-                code = _asv(["run", "--config", str(conf), "-E", "existing:same",
-                             "--set-commit-hash", shas[side], "--machine", machine,
-                             "--record-samples", "--attribute=rounds=1",
-                             f"--attribute=repeat={REPEAT}",
-                             *(f"--bench={r}" for r in regexes)],
-                            side_env, trees[side], check=False)
-                if code not in (0, 2):
-                    raise CompareError(f"asv run failed for {side} ({shas[side][:8]}) with "
-                                       f"exit status {code}")
-                medians[side] = _round_times(res)
-            for cell in medians["base"].keys() & medians["new"].keys():
-                pairs.setdefault(cell, []).append((medians["base"][cell],
-                                                   medians["new"][cell]))
-            rows = _paired_rows(pairs)
-            done = i + 1
-            print(f"compare: round {done}: " + "; ".join(
-                f"{' '.join(r.cell[2:])}: {r.verdict.text()}" for r in rows), file=log,
-                flush=True)
-            if done >= MIN_ROUNDS and rows and all(r.verdict.resolved for r in rows):
-                why = f"every cell resolved after {done} rounds"
-                break
-            if time.monotonic() - start > budget and done < rounds:
-                why = (f"budget of {budget:.0f} s spent after {done} rounds; unresolved "
-                       "cells stay not resolved")
-                break
-    return _paired_rows(pairs), why
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ,
+               THREADS_ENV: str(bench_threads(selection)),
+               SELECTION_ENV: str(work / "selection.json")}
+        calls: dict[int, int] = {}  # cell -> calls per sample, the same on both sides
 
+        def workers(g: int) -> dict[str, _Worker]:
+            sides = ("base", "new") if g % 2 else ("new", "base")  # who starts first
+            return {s: _Worker(trees[s], clock, env, work / f"{s}-{g}.log") for s in sides}
 
-def _paired_rows(pairs: dict[tuple[str, ...], list[tuple[float, float]]]) -> list[Row]:
-    out = []
-    for cell, ps in sorted(pairs.items()):
-        b, n = [p[0] for p in ps], [p[1] for p in ps]
-        out.append(Row(cell, statistics.median(b), statistics.median(n),
-                       vd.judge_paired(b, n)))
-    return out
+        # The first pair learns which cells run on both sides and their calls per sample.
+        first = workers(0)
+        try:
+            for i, c in enumerate(cells):
+                got = {s: w.ask(op="cell", i=i, cell=list(c[1:])) for s, w in first.items()}
+                skips = [f"{s} ({shas[s][:8]}): {r['skip']}" for s, r in got.items()
+                         if "skip" in r]
+                if skips:
+                    print(f"compare: {' '.join(c[1:])} not timed: {'; '.join(skips)}",
+                          file=log)
+                else:
+                    calls[i] = max(1, got["base"]["number"] // SPLIT)
+        finally:
+            for w in first.values():
+                w.close()
+        timed = sorted(calls)
+        if not timed:
+            raise CompareError("no timing cell can run in both BASE and NEW (see the lines "
+                               "above)")
+
+        def generation(g: int, active: list[int]) -> dict[int, list[tuple[float, float]]]:
+            pair = workers(g)
+            try:
+                for j in active:
+                    for w in pair.values():  # one after the other: warm-ups never overlap
+                        w.ask(op="cell", i=timed[j], cell=list(cells[timed[j]][1:]))
+                out: dict[int, list[tuple[float, float]]] = {j: [] for j in active}
+                for r in range(GENERATION):
+                    for j in active:
+                        i = timed[j]
+                        order = ("base", "new") if (g + r) % 2 else ("new", "base")
+                        mean = {s: statistics.fmean(pair[s].ask(
+                            op="time", i=i, calls=calls[i], samples=SAMPLES)["samples"])
+                            for s in order}
+                        out[j].append((mean["base"], mean["new"]))
+                return out
+            finally:
+                for w in pair.values():
+                    w.close()
+
+        seq = vd.sequential(generation, len(timed),
+                            generations=max(1, -(-rounds // GENERATION)),
+                            threshold=threshold, alpha=alpha,
+                            out_of_budget=lambda: time.monotonic() - start > budget)
+    rows = [Row((machine, *cells[timed[j]]), statistics.median(p[0] for p in seq.pairs[j]),
+                statistics.median(p[1] for p in seq.pairs[j]), v)
+            for j, v in sorted(seq.verdicts.items())]
+    print(f"compare: {seq.generations} generations of {GENERATION} rounds measured "
+          f"({time.monotonic() - start:.0f} s)", file=log)
+    return rows, (f"{seq.why}; {seq.looks} planned looks x {len(timed)} cells, each at "
+                  f"{seq.level:.2g} a side (alpha {alpha:g} in all)")
 
 
 # --- the command -------------------------------------------------------------------------
@@ -317,8 +390,8 @@ def compare_command(base: str, new: str, *, threshold: float = 1.05,
         project = checkout()
         git_head(project)
         rows, why = compare_interleaved(project, base, new, rounds=rounds, budget=budget,
-                                        config=config, clock=clock)
-        how = f"interleaved asv runs, {clock} clock, {why}"
+                                        config=config, threshold=threshold, clock=clock)
+        how = f"interleaved rounds, {clock} clock, {why}"
     else:
         root: Path | None
         try:

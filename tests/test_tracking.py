@@ -54,25 +54,14 @@ def brute_mann_whitney(a: list[float], b: list[float]) -> float:
     return min(1.0, sum(abs(x - mean) >= abs(u_obs - mean) - 1e-9 for x in us) / len(us))
 
 
-def brute_signed_rank(d: list[float]) -> float:
-    ranks = {v: i + 1 for i, v in enumerate(sorted(map(abs, d)))}
-    w_obs = sum(ranks[abs(x)] for x in d if x > 0)
-    mean = len(d) * (len(d) + 1) / 4
-    ws = [sum(r for r, s in zip(sorted(ranks.values()), signs, strict=True) if s)
-          for signs in itertools.product([0, 1], repeat=len(d))]
-    return min(1.0, sum(abs(w - mean) >= abs(w_obs - mean) - 1e-9 for w in ws) / len(ws))
-
-
 @pytest.mark.parametrize("seed", range(6))
-def test_rank_tests_match_brute_force_enumeration(seed: int) -> None:
+def test_rank_test_matches_brute_force_enumeration(seed: int) -> None:
     rng = random.Random(seed)
     n, m = rng.randint(2, 6), rng.randint(2, 6)
     shift = rng.choice([0.0, 0.5, 2.0])
     a = [rng.gauss(0, 1) for _ in range(n)]
     b = [rng.gauss(shift, 1) for _ in range(m)]
     assert verdict.mann_whitney_p(a, b) == pytest.approx(brute_mann_whitney(a, b))
-    d = [rng.gauss(shift, 1) for _ in range(rng.randint(2, 10))]
-    assert verdict.signed_rank_p(d) == pytest.approx(brute_signed_rank(d))
 
 
 def test_rank_tests_agree_with_scipy_where_it_is_installed() -> None:
@@ -98,21 +87,6 @@ def test_verdicts_from_samples_intervals_and_smoke() -> None:
     assert verdict.judge([], [], base_ci=(1.0, 1.1), new_ci=(1.2, 1.3)).state == verdict.SLOWER
     assert not verdict.judge([], [], base_ci=(1.0, 1.2), new_ci=(1.1, 1.3)).resolved
     assert not verdict.judge([1.0], [2.0]).resolved  # one sample each: nothing to judge
-
-
-def test_paired_rounds_cancel_drift_that_unpaired_samples_cannot() -> None:
-    """Round-to-round drift of +-40% (this VM) hides a 10% slowdown in pooled samples; the
-    paired ratios of interleaved rounds resolve it, and a no-op stays unresolved."""
-    rng = random.Random(3)
-    drift = [math.exp(rng.uniform(-0.35, 0.35)) for _ in range(10)]
-    base = [d * (1 + rng.gauss(0, 0.01)) for d in drift]
-    slow = [1.1 * d * (1 + rng.gauss(0, 0.01)) for d in drift]
-    noop = [d * (1 + rng.gauss(0, 0.01)) for d in drift]
-    assert not verdict.judge(base, slow).resolved
-    paired = verdict.judge_paired(base, slow)
-    assert paired.state == verdict.SLOWER and paired.regression(1.05)
-    assert abs(paired.ratio - 1.1) < 0.03
-    assert not verdict.judge_paired(base, noop).regression(1.05)
 
 
 # --- versions ------------------------------------------------------------------------------
