@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from harness import __version__, store
+from harness import __version__, runfiles, store
 from harness.adapters import RegistryError, load_target, registry
 from harness.config import (
     PRECISION_MODES,
@@ -496,12 +496,12 @@ def verify(
             cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
             cells = shard_of(plan(cfg), parse_shard(record.shard) if record.shard else None)
             kept = store.read_cells(out_dir, record.fingerprint, cells)
-            if not (out_dir / store.PARTIAL_FILE).exists() and (
-                    out_dir / store.FINAL_FILE).is_file():
+            if not (out_dir / runfiles.PARTIAL_FILE).exists() and (
+                    out_dir / runfiles.VERIFY_FILE).is_file():
                 return _finished(out_dir, cells, junit_path), out_dir
             record = replace(record, resumed=(*record.resumed, store.stamp()))
             _write(lambda: store.save_config(out_dir, recorded, record),
-                   out_dir / store.CONFIG_FILE)
+                   out_dir / runfiles.CONFIG_FILE)
             return _run(cfg, cells, kept, out_dir, record, junit_path, jobs), out_dir
     cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
                   cell_timeout, timeout)
@@ -511,7 +511,7 @@ def verify(
     with store.claim(out_dir):
         store.prepare_fresh(out_dir, force)
         record = _write(lambda: store.save_config(out_dir, cfg, shard=_text(part)),
-                        out_dir / store.CONFIG_FILE)
+                        out_dir / runfiles.CONFIG_FILE)
         return _run(cfg, shard_of(plan(cfg), part), {}, out_dir, record, junit_path,
                     jobs), out_dir
 
@@ -535,7 +535,7 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
          record: store.RunRecord, junit: Path | None, jobs: int) -> int:
     remaining = [c for c in cells if c.key not in kept]
     rows = [r for rs in kept.values() for r in rs]
-    log_path = out_dir / store.PARTIAL_FILE
+    log_path = out_dir / runfiles.PARTIAL_FILE
     log = _write(lambda: store.CellLog(out_dir, kept, record.fingerprint), log_path)
     machine = machine_slug()  # every row keeps its machine: merged runs mix several
 
@@ -562,10 +562,10 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
         log.close()
     _clear_progress()
     rows = in_plan_order(rows, cells)
-    _write(lambda: write_csv(rows, out_dir / store.FINAL_FILE), out_dir / store.FINAL_FILE,
+    _write(lambda: write_csv(rows, out_dir / runfiles.VERIFY_FILE), out_dir / runfiles.VERIFY_FILE,
            log_path)
-    _write(lambda: _write_meta(out_dir / store.META_FILE, cfg, rows, started, record),
-           out_dir / store.META_FILE, log_path)
+    _write(lambda: _write_meta(out_dir / runfiles.RUN_FILE, cfg, rows, started, record),
+           out_dir / runfiles.RUN_FILE, log_path)
     log.path.unlink(missing_ok=True)  # verify.csv now holds every cell
     return _show(rows, out_dir, junit)
 
@@ -573,13 +573,13 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
 def _finished(out_dir: Path, cells: list[Cell], junit: Path | None) -> int:
     """`--resume` of a finished run: its verify.csv, checked against its config and shown;
     nothing is run and nothing rewritten (run.json keeps its start and wall time)."""
-    final = out_dir / store.FINAL_FILE
+    final = out_dir / runfiles.VERIFY_FILE
     done = group_cells(read_csv(final))
     by_key = {c.key: c for c in cells}
     bad = [why for k, rs in done.items() if (why := store.mismatch(rs, by_key.get(k)))]
     if bad or set(done) != set(by_key):
         raise store.RunFolderError(
-            f"{final}: does not hold the results of {out_dir / store.CONFIG_FILE} "
+            f"{final}: does not hold the results of {out_dir / runfiles.CONFIG_FILE} "
             f"({bad[0] if bad else 'not every cell of its plan'}); start afresh with --force"
         )
     print(f"{out_dir}: the run is finished; nothing to resume", file=sys.stderr)
@@ -592,7 +592,7 @@ def _show(rows: list[Row], out_dir: Path, junit: Path | None) -> int:
     print(matrix(rows))
     for line in problems(rows):
         print(line)
-    print(f"results: {printable(str(out_dir / store.FINAL_FILE))}")
+    print(f"results: {printable(str(out_dir / runfiles.VERIFY_FILE))}")
     print(summary_line(rows), flush=True)
     return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK
 

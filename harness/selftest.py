@@ -34,6 +34,16 @@ from harness.checks import BIAS_DTYPES, check
 from harness.dtypes import DTYPES, DType, get
 from harness.reference import matmul_vjp, reference
 from harness.results import atomic_write
+from harness.runfiles import (
+    CONTROL,
+    DETECTION_COLUMNS,
+    FD_COLUMNS,
+    SELFTEST_FD_FILE,
+    SELFTEST_FILE,
+    Detection,
+    FDResult,
+    is_control,
+)
 from harness.tolerance import params
 
 LOW = BIAS_DTYPES
@@ -114,9 +124,6 @@ def _hard(case: Case, quantity: str, what: str, rounded: bool = False) -> tuple[
     )
 
 
-CONTROL = "none (control)"  # the correct result, rounded: its detections are false alarms
-
-
 BUGS: tuple[Bug, ...] = (
     Bug(CONTROL, "the correct result, rounded to the dtype: must not be flagged",
         "dX", SQUARE, lambda d: True, _dx, False),
@@ -144,26 +151,18 @@ BUGS: tuple[Bug, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Detection:
-    bug: str
-    dtype: str
-    trials: int
-    detected: int
-    median_ratio: float  # the per-element test's max |err|/bound (NaN: caught on shape)
-    median_bias_z: float  # |β - β₀| / limit of the bias test (float16/bfloat16 only)
-    applies: bool
-
-    @property
-    def label(self) -> str:
-        return f"{self.detected}/{self.trials}" if self.applies else "n/a"
+def detection(bug: Bug, dtype: str, trials: int, detected: int, median_ratio: float,
+              median_bias_z: float, applies: bool) -> Detection:
+    """The selftest.csv record of `bug` in `dtype`: counts plus what the catalogue says."""
+    return Detection(bug.name, bug.what, bug.quantity, bug.case.label, dtype, applies, trials,
+                     detected, required(bug, dtype), median_ratio, median_bias_z)
 
 
 def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
     """Run `bug` over `trials` seeds; count the seeds where the checker reports fail."""
     nan = float("nan")
     if not bug.applies(dtype):
-        return Detection(bug.name, dtype.name, 0, 0, nan, nan, False)
+        return detection(bug, dtype.name, 0, 0, nan, nan, False)
     hits, ratios, zs = 0, [], []
     p = params(bug.quantity, bug.case.geometry, rounded_partials=bug.rounded_partials)
     for seed in range(trials):
@@ -176,7 +175,7 @@ def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
         hits += o.status == "fail" or biased
         ratios.append(o.ratio)
         zs.append(o.bias_z if dtype.name in LOW else nan)
-    return Detection(bug.name, dtype.name, trials, hits, _median(ratios), _median(zs), True)
+    return detection(bug, dtype.name, trials, hits, _median(ratios), _median(zs), True)
 
 
 def _median(values: list[float]) -> float:
@@ -189,7 +188,7 @@ def sensitivity(trials: int = 10) -> list[Detection]:
 
 
 def required(bug: Bug, dtype: str) -> bool:
-    """Whether the issue's bar says `bug` must be caught in `dtype` (every time)."""
+    """Whether `bug` must be caught in `dtype` every time (docs/numerics.md's bar)."""
     if is_control(bug.name) or bug.shown_only:
         return False
     if bug.structural:
@@ -200,43 +199,17 @@ def required(bug: Bug, dtype: str) -> bool:
 
 def verdict(results: list[Detection]) -> list[str]:
     """What fell short: a required detection below 100%, or any false alarm."""
-    by_name = {b.name: b for b in BUGS}
     problems = []
     for r in results:
         if not r.applies:
             continue
-        if is_control(r.bug) and r.detected:
+        if r.control and r.detected:
             problems.append(f"false alarm: the correct {r.dtype} result flagged "
                             f"{r.detected}/{r.trials} times")
-        elif required(by_name[r.bug], r.dtype) and r.detected < r.trials:
+        elif r.required and r.detected < r.trials:
             problems.append(f"{r.bug} in {r.dtype} caught only {r.detected}/{r.trials}")
     return problems
 
-
-@dataclass(frozen=True)
-class FDResult:
-    case: str
-    dtype: str
-    quantity: str
-    max_rel_err: float
-    passed: bool
-    evaluations: int
-
-
-# The files `write` produces; the report reads them by these names and headers.
-SELFTEST_FILE, SELFTEST_FD_FILE = "selftest.csv", "selftest_fd.csv"
-DETECTION_COLUMNS: tuple[str, ...] = (
-    "bug", "description", "quantity", "case", "dtype", "applies", "trials", "detected",
-    "detection_rate", "required", "median_ratio", "median_bias_z",
-)
-FD_COLUMNS: tuple[str, ...] = (
-    "case", "dtype", "quantity", "max_rel_err", "passed", "evaluations",
-)
-
-
-def is_control(bug: str) -> bool:
-    """Whether `bug` names a control row (the correct result, on some case)."""
-    return bug.startswith(CONTROL)
 
 FD_MAX_ELEMENTS = 400  # finite differences cost two loss evaluations per input element
 FD_TOLERANCE = 1e-9
@@ -298,15 +271,13 @@ def table(results: list[Detection]) -> str:
 
 def write(results: list[Detection], fd: list[FDResult], out_dir: Path) -> None:
     """selftest.csv (detections) and selftest_fd.csv (reference vs finite differences)."""
-    by_name = {b.name: b for b in BUGS}
     det = io.StringIO()
     w = csv.writer(det, lineterminator="\n")
     w.writerow(DETECTION_COLUMNS)
     for r in results:
-        b = by_name[r.bug]
         rate = r.detected / r.trials if r.trials else float("nan")
-        w.writerow([r.bug, b.what, b.quantity, b.case.label, r.dtype, r.applies, r.trials,
-                    r.detected, f"{rate:.3g}", required(b, r.dtype), f"{r.median_ratio:.4g}",
+        w.writerow([r.bug, r.description, r.quantity, r.case, r.dtype, r.applies, r.trials,
+                    r.detected, f"{rate:.3g}", r.required, f"{r.median_ratio:.4g}",
                     f"{r.median_bias_z:.4g}"])
     atomic_write(out_dir / SELFTEST_FILE, det.getvalue())
     fdt = io.StringIO()

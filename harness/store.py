@@ -35,18 +35,13 @@ from harness import __version__
 from harness.config import Config, ConfigError, parse
 from harness.plan import Cell, Key, row_key
 from harness.results import COLUMNS, REQUIRED_COLUMNS, STATUSES, ResultsFileError, Row, atomic_write
-from harness.selftest import SELFTEST_FD_FILE, SELFTEST_FILE
+from harness.runfiles import (  # the folder's files, named once for writers and readers
+    CONFIG_FILE,
+    LOCK_FILE,
+    PARTIAL_FILE,
+    RUN_FILES,
+)
 
-CONFIG_FILE = "config.json"
-PARTIAL_FILE = "verify.partial.jsonl"
-FINAL_FILE = "verify.csv"
-META_FILE = "run.json"
-LOCK_FILE = ".matmul-harness.lock"
-REPORT_FILES = ("report.html", "report.md")  # what harness.report.render writes
-# Every file a run leaves in its folder: a folder holding any of them is in use (a new run
-# needs --force, which removes exactly these, or --resume).
-RUN_FILES: tuple[str, ...] = (CONFIG_FILE, PARTIAL_FILE, FINAL_FILE, META_FILE,
-                              SELFTEST_FILE, SELFTEST_FD_FILE, *REPORT_FILES)
 FORMAT = "matmul-harness/verify-cells/2"  # /1 lines carried no run fingerprint
 _TIME = "%Y-%m-%dT%H:%M:%S%z"
 _RUN_KEY = "run"  # config.json's record of the run itself, beside the config keys

@@ -30,6 +30,7 @@ from harness.report import ReportInputError, build_report
 from harness.report.load import load
 from harness.report.load_asv import flops
 from harness.report.peaks import default_path, find, load_peaks, validate
+from harness.runfiles import Detection, FDResult
 from tests.conftest import chdir
 
 FIX = Path(__file__).parent / "fixtures" / "report"
@@ -286,23 +287,32 @@ def test_selftest_section_shows_selftest_csv(full: tuple[str, str]) -> None:
     assert "12/12 gradients agree with the reference" in md.split("## What a pass")[1]
 
 
+def planted(bug: str, dtype: str, trials: int, detected: int, ratio: float, z: float,
+            applies: bool) -> Detection:
+    """The selftest's record of the catalogue's `bug`, with made-up counts."""
+    from harness import selftest as st
+
+    return st.detection({b.name: b for b in st.BUGS}[bug], dtype, trials, detected, ratio, z,
+                        applies)
+
+
 def _planted(tmp_path: Path) -> Path:
     """A verify folder whose selftest fell short in every way the report colours."""
     from harness import selftest as st
 
     nan = math.nan
     results = [
-        st.Detection("none (control)", "float32", 10, 1, 0.9, nan, True),  # false alarm
-        st.Detection("none (control)", "bfloat16", 10, 0, 0.3, 1.0, True),
-        st.Detection("missing transpose", "float32", 10, 7, 5.0, nan, True),  # missed 3
-        st.Detection("missing transpose", "bfloat16", 10, 10, 5e4, 1e4, True),
-        st.Detection("scaling by 1+1e-3", "float32", 10, 10, 167.0, nan, True),
-        st.Detection("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),  # amber
-        st.Detection("missing conjugation", "float32", 0, 0, nan, nan, False),
-        st.Detection("missing conjugation", "bfloat16", 0, 0, nan, nan, False),
+        planted("none (control)", "float32", 10, 1, 0.9, nan, True),  # false alarm
+        planted("none (control)", "bfloat16", 10, 0, 0.3, 1.0, True),
+        planted("missing transpose", "float32", 10, 7, 5.0, nan, True),  # missed 3
+        planted("missing transpose", "bfloat16", 10, 10, 5e4, 1e4, True),
+        planted("scaling by 1+1e-3", "float32", 10, 10, 167.0, nan, True),
+        planted("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),  # amber
+        planted("missing conjugation", "float32", 0, 0, nan, nan, False),
+        planted("missing conjugation", "bfloat16", 0, 0, nan, nan, False),
     ]
-    fd = [st.FDResult("square", "float64", "dX", 2e-13, True, 128),
-          st.FDResult("square", "float64", "dW", 0.5, False, 128)]
+    fd = [FDResult("square", "float64", "dX", 2e-13, True, 128),
+          FDResult("square", "float64", "dW", 0.5, False, 128)]
     d = tmp_path / "run"
     shutil.copytree(FIX / "partial" / "verify-cpu", d)
     st.write(results, fd, d)  # the selftest's own writer: the loader must read its format
@@ -379,15 +389,14 @@ def test_each_selftest_shortfall_alone_fails_the_header(tmp_path: Path, short: s
 
     nan = math.nan
     results = [
-        st.Detection("none (control)", "float32", 10, int(short == "false alarm"), 0.3, nan,
-                     True),
-        st.Detection("missing transpose", "float32", 10, 7 if short == "missed" else 10, 5.0,
-                     nan, True),
+        planted("none (control)", "float32", 10, int(short == "false alarm"), 0.3, nan, True),
+        planted("missing transpose", "float32", 10, 7 if short == "missed" else 10, 5.0, nan,
+                True),
         # Not required in bfloat16 (below one ulp): a partial catch is amber, not a shortfall.
-        st.Detection("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),
+        planted("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),
     ]
-    fd = [st.FDResult("square", "float64", "dW", 0.5 if short == "finite differences" else
-                      1e-13, short != "finite differences", 128)]
+    fd = [FDResult("square", "float64", "dW", 0.5 if short == "finite differences" else
+                   1e-13, short != "finite differences", 128)]
     d = tmp_path / "run"
     shutil.copytree(FIX / "partial" / "verify-cpu", d)
     st.write(results, fd, d)

@@ -24,6 +24,7 @@ from harness.report.load import Loaded, load
 from harness.report.peaks import Peak, load_peaks
 from harness.report.tables_selftest import shortfall_verdict
 from harness.results import atomic_write
+from harness.runfiles import REPORT_FILES
 
 
 def build_report(result_dirs: Sequence[Path], out_dir: Path, *, baseline: str = "numpy",
@@ -56,7 +57,7 @@ def build_report(result_dirs: Sequence[Path], out_dir: Path, *, baseline: str = 
     md_env.filters["md"] = tb.md_text  # every value in report.md.j2 goes through one
     md_env.filters["html"] = tb.html_text
     out_dir.mkdir(parents=True, exist_ok=True)
-    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    html_path, md_path = (out_dir / name for name in REPORT_FILES)
     atomic_write(html_path, env.get_template("report.html.j2").render(**context))
     atomic_write(md_path, md_env.get_template("report.md.j2").render(**context))
     return html_path, md_path

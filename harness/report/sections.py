@@ -20,7 +20,7 @@ from harness.report import tables_selftest as ts
 from harness.report.load import Loaded
 from harness.report.load_selftest import Selftest
 from harness.report.schema import Machine
-from harness.selftest import SELFTEST_FILE
+from harness.runfiles import SELFTEST_FILE
 
 
 @dataclass

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from harness.dtypes import DTYPES
 from harness.report import analysis as an
-from harness.report.load_selftest import Detection, Selftest
+from harness.report.load_selftest import Selftest
 from harness.report.tables import Cell, Table, sig
-from harness.selftest import CONTROL, FDResult
+from harness.runfiles import CONTROL, Detection, FDResult
 
 LOW_PRECISION = ("float16", "bfloat16")  # the dtypes the selftest also runs the bias test in
 MD_DETECTION = {"pass": "✅ ", "fail": "❌ ", "partial": "🟡 "}
