@@ -32,7 +32,7 @@ import numpy as np
 from harness.cases import Case, Inputs, make_inputs
 from harness.checks import BIAS_DTYPES, check
 from harness.dtypes import DTYPES, DType, get
-from harness.reference import matmul_vjp, reference
+from harness.reference import matmul_grads, matmul_vjp, reference
 from harness.results import atomic_write
 from harness.runfiles import (
     CONTROL,
@@ -112,6 +112,30 @@ def _exact(quantity: str, factor: float = 1.0) -> Callable[[Inputs, DType], np.n
     return lambda i, d: matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[index] * factor
 
 
+# The wrong gradients, each the reference's formula applied to the wrong operands, so that no
+# product is written here (docs/architecture.md: the formulas live in harness.reference).
+def _missing_transpose(i: Inputs, d: DType) -> np.ndarray:
+    """G·W̄ (square W): the reference's G·Vᴴ with V = Wᵀ."""
+    return matmul_grads(_wide(i.x), np.swapaxes(_wide(i.w), -1, -2), _wide(i.g))[0]
+
+
+def _missing_conjugation(i: Inputs, d: DType) -> np.ndarray:
+    """G·Wᵀ: the reference's G·Vᴴ with V = W̄."""
+    return matmul_grads(_wide(i.x), _wide(i.w).conj(), _wide(i.g))[0]
+
+
+def _partial_reduction(i: Inputs, d: DType) -> np.ndarray:
+    """dW of batch 0 alone: the reference's dW of X[0] @ W."""
+    return matmul_grads(_wide(i.x[0]), _wide(i.w), _wide(i.g[0]))[1]
+
+
+def _missing_reduction(i: Inputs, d: DType) -> np.ndarray:
+    """dW per batch, never summed: the reference's dW of a W that is not broadcast."""
+    x = _wide(i.x)
+    w = np.broadcast_to(_wide(i.w), (*x.shape[:-2], *i.w.shape))
+    return matmul_grads(x, w, _wide(i.g))[1]
+
+
 def _hard(case: Case, quantity: str, what: str, rounded: bool = False) -> tuple[Bug, Bug]:
     """A control and a 1e-3 scaling of `quantity` on one of the hard shapes."""
     return (
@@ -128,18 +152,21 @@ BUGS: tuple[Bug, ...] = (
     Bug(CONTROL, "the correct result, rounded to the dtype: must not be flagged",
         "dX", SQUARE, lambda d: True, _dx, False),
     Bug("missing transpose", "dX = G·W instead of G·Wᴴ, with a square W", "dX", SQUARE,
-        lambda d: True, lambda i, d: _wide(i.g) @ _wide(i.w).conj(), True),
-    Bug("missing conjugation", "dX = G·Wᵀ instead of G·Wᴴ (tensorflow#378, pytorch#55754)",
-        "dX", SQUARE, lambda d: d.is_complex, lambda i, d: _wide(i.g) @ _wide(i.w).T, True),
-    Bug("partial broadcast reduction", "dW of a broadcast W from batch 0 only (warp#147)",
-        "dW", BROADCAST, lambda d: True,
-        lambda i, d: _wide(i.x[0]).conj().T @ _wide(i.g[0]), True),
-    Bug("missing broadcast reduction", "dW of a broadcast W left per batch (tfjs#8721)",
-        "dW", BROADCAST, lambda d: True,
-        lambda i, d: np.swapaxes(_wide(i.x), -1, -2).conj() @ _wide(i.g), True),
+        lambda d: True, _missing_transpose, True),
+    Bug("missing conjugation", "dX = G·Wᵀ instead of G·Wᴴ "
+        "(https://github.com/tensorflow/tensorflow/issues/378, "
+        "https://github.com/pytorch/pytorch/issues/55754)",
+        "dX", SQUARE, lambda d: d.is_complex, _missing_conjugation, True),
+    Bug("partial broadcast reduction", "dW of a broadcast W from batch 0 only "
+        "(https://github.com/NVIDIA/warp/issues/147)", "dW", BROADCAST, lambda d: True,
+        _partial_reduction, True),
+    Bug("missing broadcast reduction", "dW of a broadcast W left per batch "
+        "(https://github.com/tensorflow/tfjs/issues/8721)", "dW", BROADCAST, lambda d: True,
+        _missing_reduction, True),
     Bug("low-precision accumulation",
         "Y accumulated in a narrower type (float16/bfloat16 in themselves, float32 in "
-        "bfloat16, float64 in float32; pytorch#116870)", "Y", LONG_K, lambda d: True,
+        "bfloat16, float64 in float32; https://github.com/pytorch/pytorch/issues/116870)",
+        "Y", LONG_K, lambda d: True,
         _low_accumulation, True),
     Bug("scaling by 1+1e-3", "dX off by a relative 1e-3: below one ulp of float16/bfloat16",
         "dX", SQUARE, lambda d: True, lambda i, d: _dx(i) * (1 + 1e-3), False),
@@ -229,7 +256,8 @@ def finite_differences(case: Case, complex_: bool, seed: int = 0) -> list[FDResu
     steps = (1.0, 1j) if complex_ else (1.0,)
 
     def loss(x_: np.ndarray, w_: np.ndarray) -> float:
-        return float(np.real(np.sum(np.conj(g) * np.matmul(x_, w_))))
+        y = matmul_vjp(x_, w_, g)[0]  # the forward alone is needed; the cases are tiny
+        return float(np.real(np.sum(np.conj(g) * y)))
 
     out = []
     for name, arr, grad in (("dX", x, dx), ("dW", w, dw)):
