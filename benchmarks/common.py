@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import bench, shapes
+from harness.worker import GPU_MEMORY_ENV
 
 SAMPLE_S = 0.02  # target duration of one asv sample (`number` calls)
 MAX_NUMBER = 100_000
@@ -89,8 +90,9 @@ def adapter(kind: str, framework: str, device: str, dtype: str, shape: str,
     threads = bench.bench_threads(selection)
     if framework not in _adapters:
         # As the correctness workers do: JAX would take 75% of GPU memory, TF all of it.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        # (Not the workers' OMP_WAIT_POLICY: timings keep the frameworks' own threading.)
+        for key, value in GPU_MEMORY_ENV.items():
+            os.environ.setdefault(key, value)
         _adapters[framework] = cls(pin_precision=True, threads=threads)
     a = _adapters[framework]
     reason = a.device_reason(device)

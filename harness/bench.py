@@ -394,6 +394,12 @@ def summary(results: Path, machine: str, commit: str, since: float | None = None
             if isinstance(r["seconds"], (int, float)) and r["seconds"] == r["seconds"]]
     if not rows:
         return f"bench: no timings saved under {results / machine}"
+    return "\n".join([f"median time per call (GFLOP/s); results: {results / machine}",
+                      *table_lines(rows)])
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The header and one line per (device, shape, dtype, pass) of timing rows."""
     from harness.suite import frameworks  # plugins too, in registry order
 
     order = frameworks()
@@ -407,12 +413,13 @@ def summary(results: Path, machine: str, commit: str, since: float | None = None
              for r in rows}
     head = f"{'device':6} {'shape':>16} {'dtype':8} {'pass':16}" + "".join(
         f" {f:>21}" for f in fws)
-    lines = [f"median time per call (GFLOP/s); results: {results / machine}", head]
+    lines = [head]
     for key in keys:
         cells = []
         for f in fws:
             s = table.get((*key, f))
             cells.append(f" {'-':>21}" if s is None else
-                         f" {_fmt_time(s):>10} ({shapes.flops(key[1], key[3]) / s / 1e9:7.1f})")
+                         f" {_fmt_time(s):>10} "
+                         f"({shapes.flops(key[1], key[3], key[2]) / s / 1e9:7.1f})")
         lines.append(f"{key[0]:6} {key[1]:>16} {key[2]:8} {key[3]:16}" + "".join(cells))
-    return "\n".join(lines)
+    return lines

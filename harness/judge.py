@@ -16,10 +16,10 @@ import numpy as np
 from harness import divergences
 from harness.adapters import Adapter
 from harness.checks import BIAS_DTYPES, Outcome, check
-from harness.dtypes import DType, get
+from harness.dtypes import DType, get, widen
 from harness.plan import Cell
 from harness.refcache import Entry, References
-from harness.reference import EXTRA_QUANTITIES, QUANTITIES
+from harness.reference import EXTRA_QUANTITIES, PRODUCTS, QUANTITIES
 from harness.results import Row
 from harness.sampled import check_sampled, resolve, weighted_bound
 from harness.spill import release
@@ -104,7 +104,7 @@ def needed(adapter: type[Adapter]) -> list[str]:
     wanted = quantities(adapter)
     if wanted["adjoint"] is None:  # the identity's tolerance uses dY's, dX's, dW's bounds
         wanted.update(dY=None, dX=None, dW=None)
-    return [q for q in ("Y", "dX", "dW", "dY", "d2W") if wanted[q] is None]
+    return [q for q in PRODUCTS if wanted[q] is None]
 
 
 def judge(
@@ -222,12 +222,11 @@ def _adjoint(
 
     def inner(a: np.ndarray, b: np.ndarray) -> float:
         """Re⟨a, b⟩ in float64/complex128, a block at a time (results may be mapped files)."""
-        wide = np.complex128 if a.dtype.kind == "c" or b.dtype.kind == "c" else np.float64
         fa, fb = np.reshape(a, -1), np.reshape(b, -1)
         step = 2**22
         total = 0.0
         for i in range(0, fa.size, step):
-            part = np.vdot(np.asarray(fa[i:i + step], wide), np.asarray(fb[i:i + step], wide))
+            part = np.vdot(widen(fa[i:i + step]), widen(fb[i:i + step]))
             total += float(np.real(part))
         release(a)
         release(b)

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import runfiles
+
 STATUSES: tuple[str, ...] = ("pass", "fail", "skip", "error")
 
 
@@ -52,8 +54,7 @@ class Row:
     @property
     def label(self) -> str:
         """`framework:device`, with `:default` for the as-shipped precision mode."""
-        mode = "" if self.precision_mode == "pinned" else f":{self.precision_mode}"
-        return f"{self.framework}:{self.device}{mode}"
+        return runfiles.label(self.framework, self.device, self.precision_mode)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))

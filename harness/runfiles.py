@@ -45,6 +45,19 @@ FD_COLUMNS: tuple[str, ...] = (
 SAMPLED_COLUMNS: tuple[str, ...] = ("bug", "quantity", "case", "dtype", "applies", "trials",
                                     "detected", "required")
 
+# verify.csv's `quantity` values, in the order it lists them: the forward output, the
+# reverse-mode gradients, the forward-mode (jvp) output, the adjoint identity and the
+# second-order check. harness.reference computes them; the report orders by them.
+QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW", "dY", "adjoint", "d2W")
+
+
+
+def label(framework: str, device: str, mode: str = "pinned") -> str:
+    """A column of the matrix (verify's print, the report): `framework:device`, with
+    `:default` for the as-shipped precision mode."""
+    return f"{framework}:{device}" + ("" if mode == "pinned" else f":{mode}")
+
+
 CONTROL = "none (control)"  # the correct result, rounded: its detections are false alarms
 
 

@@ -31,8 +31,8 @@ import numpy as np
 
 from harness.cases import Case, Inputs, make_inputs
 from harness.checks import BIAS_DTYPES, check
-from harness.dtypes import DTYPES, DType, get
-from harness.reference import matmul_grads, matmul_vjp, reference
+from harness.dtypes import DTYPES, DType, get, widen
+from harness.reference import QUANTITIES, matmul_grads, matmul_vjp, reference
 from harness.results import atomic_write
 from harness.runfiles import (
     CONTROL,
@@ -60,10 +60,6 @@ BROADCAST_8D = Case("broadcast_8d", (2, 2, 2, 2, 2, 2, 8, 8), (8, 8))
 SCALAR = Case("one_element", (1, 1), (1, 1))
 
 
-def _wide(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, np.complex128 if a.dtype.kind == "c" else np.float64)
-
-
 def _narrow(dtype: DType) -> np.dtype[np.generic]:
     """The (real) accumulator type a low-precision-accumulation bug uses for `dtype`."""
     narrow: dict[str, type] = {
@@ -82,7 +78,7 @@ def _round(a: np.ndarray, acc: np.dtype[np.generic]) -> np.ndarray:
 
 def _low_accumulation(i: Inputs, d: DType) -> np.ndarray:
     """X @ W summed one k at a time, each partial sum rounded to a narrower type."""
-    x, w, acc = _wide(i.x), _wide(i.w), _narrow(d)
+    x, w, acc = widen(i.x), widen(i.w), _narrow(d)
     total = np.zeros((x.shape[0], w.shape[1]), dtype=np.result_type(x, w))
     for k in range(x.shape[1]):
         total = _round(total + np.outer(x[:, k], w[k]), acc)
@@ -103,37 +99,37 @@ class Bug:
 
 
 def _dx(i: Inputs, d: DType | None = None) -> np.ndarray:
-    return matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[1]
+    return matmul_vjp(widen(i.x), widen(i.w), widen(i.g))[1]
 
 
 def _exact(quantity: str, factor: float = 1.0) -> Callable[[Inputs, DType], np.ndarray]:
     """The correct `quantity`, times `factor`, before its one rounding to the dtype."""
-    index = ("Y", "dX", "dW").index(quantity)
-    return lambda i, d: matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[index] * factor
+    index = QUANTITIES.index(quantity)  # matmul_vjp's (Y, dX, dW)
+    return lambda i, d: matmul_vjp(widen(i.x), widen(i.w), widen(i.g))[index] * factor
 
 
 # The wrong gradients, each the reference's formula applied to the wrong operands, so that no
 # product is written here (docs/architecture.md: the formulas live in harness.reference).
 def _missing_transpose(i: Inputs, d: DType) -> np.ndarray:
     """G·W̄ (square W): the reference's G·Vᴴ with V = Wᵀ."""
-    return matmul_grads(_wide(i.x), np.swapaxes(_wide(i.w), -1, -2), _wide(i.g))[0]
+    return matmul_grads(widen(i.x), np.swapaxes(widen(i.w), -1, -2), widen(i.g))[0]
 
 
 def _missing_conjugation(i: Inputs, d: DType) -> np.ndarray:
     """G·Wᵀ: the reference's G·Vᴴ with V = W̄."""
-    return matmul_grads(_wide(i.x), _wide(i.w).conj(), _wide(i.g))[0]
+    return matmul_grads(widen(i.x), widen(i.w).conj(), widen(i.g))[0]
 
 
 def _partial_reduction(i: Inputs, d: DType) -> np.ndarray:
     """dW of batch 0 alone: the reference's dW of X[0] @ W."""
-    return matmul_grads(_wide(i.x[0]), _wide(i.w), _wide(i.g[0]))[1]
+    return matmul_grads(widen(i.x[0]), widen(i.w), widen(i.g[0]))[1]
 
 
 def _missing_reduction(i: Inputs, d: DType) -> np.ndarray:
     """dW per batch, never summed: the reference's dW of a W that is not broadcast."""
-    x = _wide(i.x)
-    w = np.broadcast_to(_wide(i.w), (*x.shape[:-2], *i.w.shape))
-    return matmul_grads(x, w, _wide(i.g))[1]
+    x = widen(i.x)
+    w = np.broadcast_to(widen(i.w), (*x.shape[:-2], *i.w.shape))
+    return matmul_grads(x, w, widen(i.g))[1]
 
 
 def _hard(case: Case, quantity: str, what: str, rounded: bool = False) -> tuple[Bug, Bug]:

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from harness.adapters.base import Adapter, Capabilities
-
-ALL_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+from harness.dtypes import DEVICES, DTYPES
 
 
 class TensorFlowAdapter(Adapter):
@@ -23,8 +22,8 @@ class TensorFlowAdapter(Adapter):
     module = "tensorflow"
     install_hint = "pip install 'matmul-harness[tensorflow]'"
     capabilities = Capabilities(
-        devices=("cpu", "gpu"),
-        dtypes=ALL_DTYPES,
+        devices=DEVICES,
+        dtypes=tuple(DTYPES),
         forward_mode=True,
         second_order=True,
         # Broadcast gradients are per-batch products rounded to the storage dtype, then

@@ -25,6 +25,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from harness.report import analysis as an
 from harness.report.tables import TIMES, all_skipped, groups, sig
+from harness.runfiles import QUANTITIES, label
 
 # Framework styles by registry position (built-ins first, so theirs never change); a
 # framework not registered here (a plugin installed only where the results came from) gets
@@ -98,7 +99,7 @@ def heatmap(corr: pd.DataFrame, machine: str = "") -> Figure:
     ax.set_xticks(range(len(dts)), dts, fontsize=8)
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(rows)),
-                  [f"{an.label(fw, dev, mode)}  {q}" if i in starts else q
+                  [f"{label(fw, dev, mode)}  {q}" if i in starts else q
                    for i, (fw, dev, mode, q) in enumerate(rows)], fontsize=7)
     ax.tick_params(length=0)
     ax.set_xticks(np.arange(len(dts) + 1) - 0.5, minor=True)
@@ -120,12 +121,12 @@ def _heatmap_rows(corr: pd.DataFrame) -> tuple[list[tuple[str, str, str, str]], 
     rows: list[tuple[str, str, str, str]] = []
     starts: list[int] = []
     for fw, dev, mode in groups(corr):
-        if an.label(fw, dev, mode) in skipped:
+        if label(fw, dev, mode) in skipped:
             continue
         g = corr[(corr["framework"] == fw) & (corr["device"] == dev) & (corr["mode"] == mode)]
         starts.append(len(rows))
         rows += [(fw, dev, mode, q) for q in an.ordered(g["quantity"].astype(str),
-                                                         an.QUANTITIES)]
+                                                         QUANTITIES)]
     return rows, starts
 
 
@@ -233,10 +234,10 @@ def _bars(ax: Axes, groups: list[str], series: list[tuple[str, list[float], str]
     """Grouped bars from `base` (1 for ratios on a log axis: slower goes down)."""
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
-    for i, (label, values, col) in enumerate(series):
+    for i, (name, values, col) in enumerate(series):
         heights = [v - base for v in values]
         bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, heights, width, bottom=base,
-                      label=label, color=col, edgecolor="white", linewidth=0.5)
+                      label=name, color=col, edgecolor="white", linewidth=0.5)
         if len(groups) * len(series) <= 40:  # labels stay legible
             ax.bar_label(bars, [fmt.format(sig(v, 2)) if math.isfinite(v) else ""
                                 for v in values], fontsize=6.5, padding=1)
@@ -253,7 +254,7 @@ def speedup_bars(geo: pd.DataFrame, machine: str, baseline: str, multi: bool) ->
     by = g.set_index(["framework", "device", "dtype"])["geomean"]
     fig = MplFigure(figsize=(max(6.0, 1.1 * len(dts) + 2), 3.6), layout="constrained")
     ax = fig.add_subplot()
-    series = [(f"{fw}:{dev}", [float(by.get((fw, dev, d), np.nan)) for d in dts],
+    series = [(label(fw, dev), [float(by.get((fw, dev, d), np.nan)) for d in dts],
                color(fw)) for fw, dev in keys]
     _bars(ax, [d if d != "all" else "all dtypes" for d in dts], series, "{}" + TIMES,
           base=1.0)

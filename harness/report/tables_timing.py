@@ -7,6 +7,7 @@ import pandas as pd
 
 from harness.report import analysis as an
 from harness.report.tables import TIMES, Cell, Table, fmt_flops, fmt_pct, fmt_time, sig
+from harness.runfiles import label
 
 
 def measured(t: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +86,7 @@ def speedup_table(geo: pd.DataFrame, baseline: str, title: str = "") -> Table:
     for fw in an.frameworks(geo):
         for dev in an.devices(geo[geo["framework"] == fw]):
             g = geo[(geo["framework"] == fw) & (geo["device"] == dev)].set_index("dtype")
-            row = [Cell(f"{fw}:{dev}", css="rowhead")]
+            row = [Cell(label(fw, dev), css="rowhead")]
             for dt in [*dts, "all"]:
                 if dt not in g.index:
                     row.append(Cell("", css="none", md=""))
@@ -120,7 +121,7 @@ def peak_table(pk: pd.DataFrame, title: str = "") -> Table:
         g = pk[pk["device"] == dev]
         for fw in an.frameworks(g):
             by = g[g["framework"] == fw].set_index("dtype")
-            row = [Cell(f"{fw}:{dev}", css="rowhead")]
+            row = [Cell(label(fw, dev), css="rowhead")]
             for dt in dts:
                 if dt not in by.index:
                     row.append(Cell("", css="none", md=""))
@@ -154,7 +155,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_table(acc: pd.DataFrame, title: str = "") -> Table:
-    rows = [[Cell(f"{r.framework}:{r.device}", css="rowhead"), Cell(r.dtype),
+    rows = [[Cell(label(r.framework, r.device), css="rowhead"), Cell(r.dtype),
              Cell(sig(r.worst_ratio), css="fail" if r.worst_ratio > 1 else "pass"),
              Cell(r.ratio_from), Cell(fmt_time(r.time))]
             for r in _sorted(acc).itertuples()]
