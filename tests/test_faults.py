@@ -217,7 +217,7 @@ def test_torn_last_line_is_run_again(tmp_path: Path, plugins, capsys) -> None:  
 
     cells = group_cells(read_csv(tmp_path / "o" / "verify.csv"))
     run = store.load_config(tmp_path / "o", ("numpy",))[1].fingerprint
-    lines = [store.line(rows, run) for rows in cells.values()]
+    lines = [store.log_line(rows, run) for rows in cells.values()]
     (tmp_path / "o" / runfiles.PARTIAL_FILE).write_text(lines[0] + lines[1] + lines[2][:40])
     (tmp_path / "o" / "verify.csv").unlink()
     assert main(["verify", "--resume", str(tmp_path / "o")]) == 0

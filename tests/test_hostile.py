@@ -491,12 +491,10 @@ def test_a_full_disk_is_exit_3_with_the_resume_hint_and_loses_nothing(  # type: 
 
 def test_final_files_that_cannot_be_written_are_exit_3(tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
                                                        monkeypatch) -> None:
-    import harness.cli
-
     def full(*a: object, **k: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(harness.cli, "write_csv", full)
+    monkeypatch.setattr(store, "write_csv", full)  # the store writes verify.csv
     out = tmp_path / "R"
     code, _, err = verify(capsys, "--config", cfg_file(tmp_path, SMALL), "--out", str(out))
     assert code == 3 and one_line(err) and "--resume" in err
