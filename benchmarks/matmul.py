@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from benchmarks import common
-from harness import bench
+from harness import bench, suite
 
 
 class _Matmul:
@@ -38,12 +38,12 @@ class _Matmul:
 class Square(_Matmul):
     """Square products, 64 to 2048."""
 
-    params = bench.grid("matmul.Square").params
-    param_names = bench.grid("matmul.Square").param_names
+    params = suite.grid("matmul.Square").params
+    param_names = suite.grid("matmul.Square").param_names
 
 
 class DeepBench(_Matmul):
     """Training GEMMs of DeepBench (harness.shapes.DEEPBENCH_SUITE)."""
 
-    params = bench.grid("matmul.DeepBench").params
-    param_names = bench.grid("matmul.DeepBench").param_names
+    params = suite.grid("matmul.DeepBench").params
+    param_names = suite.grid("matmul.DeepBench").param_names

@@ -172,12 +172,3 @@ def flops(shape: str, pass_: str, dtype: str = "float32") -> int:
     per_product = 2 * math.prod(shape_dims(shape))
     return PASS_PRODUCTS[pass_] * per_product * (4 if dtype.startswith("complex") else 1)
 
-
-def deepbench_ids() -> tuple[str, ...]:
-    """The distinct products of DeepBench's training GEMMs, in first-seen order."""
-    return tuple(dict.fromkeys(g.shape_id for g in DEEPBENCH))
-
-
-def deepbench_gemms(shape: str) -> tuple[DeepBenchGemm, ...]:
-    """The DeepBench entries (role, layer sizes) whose product is `shape`."""
-    return tuple(g for g in DEEPBENCH if g.shape_id == shape)

@@ -219,7 +219,7 @@ def test_markdown_timings_parse_back(full: tuple[str, str]) -> None:
 
 
 def test_two_commits_are_both_kept_and_the_newest_is_the_latest_view() -> None:
-    from harness.report import analysis as an
+    from harness.report import analysis
 
     data = load(FULL_DIRS, ASV)
     t = data.table
@@ -229,7 +229,7 @@ def test_two_commits_are_both_kept_and_the_newest_is_the_latest_view() -> None:
                                "quantity", "commit"]).any()
     assert set(cpu["commit"].str[:8]) == {"0ddba11c", "a1b2c3d4"}
     assert len(cpu) == 2 * 4 * 1 * 4 * 3 * 3
-    latest = an.latest(an.timings(t))
+    latest = analysis.latest(analysis.timings(t))
     latest = latest[latest["machine"] == "ci-box-cpu"]
     assert set(latest["origin"]) == {str(NEW_RUN)}
     assert len(latest) == 4 * 1 * 4 * 3 * 3
@@ -443,7 +443,7 @@ MERGED = FIX / "merged"
 
 
 def test_verify_and_bench_of_one_box_share_one_machine() -> None:
-    from harness.report import analysis as an
+    from harness.report import analysis
 
     data = load([MERGED / "verify-vm"], MERGED / "asv")
     assert list(data.machines) == ["vm-cpu", "old-box-4t"]
@@ -456,7 +456,8 @@ def test_verify_and_bench_of_one_box_share_one_machine() -> None:
     # Without host_machine (older results, plain `asv run`): asv's machine name, as before.
     old = data.machines["old-box-4t"]
     assert old.asv_names == ["old-box-4t"] and not old.card and old.asv["num_cpu"] == "4"
-    acc, note = an.accuracy_speed(an.correctness(t), an.timings(t), an.track_ratios(t))
+    acc, note = analysis.accuracy_speed(analysis.correctness(t), analysis.timings(t),
+                                        analysis.track_ratios(t))
     assert set(acc["machine"]) == {"vm-cpu"} and note == ""  # paired on the same machine
 
 

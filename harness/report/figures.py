@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from harness.report import analysis as an
+from harness.report import analysis
 from harness.report.tables import TIMES, all_skipped, groups, sig
 from harness.runfiles import QUANTITIES, label
 
@@ -50,14 +50,14 @@ class Figure:
 
 
 def color(framework: str) -> str:
-    order = an.registry_order()
+    order = analysis.registry_order()
     if framework in order and order.index(framework) < len(PALETTE):
         return PALETTE[order.index(framework)]
     return EXTRA[sum(map(ord, framework)) % len(EXTRA)]
 
 
 def marker(framework: str) -> str:
-    order = an.registry_order()
+    order = analysis.registry_order()
     if framework in order:
         return MARKER_CYCLE[order.index(framework) % len(MARKER_CYCLE)]
     return "o"
@@ -84,7 +84,7 @@ def heatmap(corr: pd.DataFrame, machine: str = "") -> Figure:
     (columns): passes from green (far inside the bound) to yellow (near it), failures red,
     errors black, skips grey. Rows where everything skipped are left out (the section
     lists them)."""
-    dts = an.dtypes(corr)
+    dts = analysis.dtypes(corr)
     rows, starts = _heatmap_rows(corr)
     norm = Normalize(vmin=-4, vmax=0, clip=True)
     rgba, texts = _heatmap_cells(corr, rows, dts, norm)
@@ -125,7 +125,7 @@ def _heatmap_rows(corr: pd.DataFrame) -> tuple[list[tuple[str, str, str, str]], 
             continue
         g = corr[(corr["framework"] == fw) & (corr["device"] == dev) & (corr["mode"] == mode)]
         starts.append(len(rows))
-        rows += [(fw, dev, mode, q) for q in an.ordered(g["quantity"].astype(str),
+        rows += [(fw, dev, mode, q) for q in analysis.ordered(g["quantity"].astype(str),
                                                          QUANTITIES)]
     return rows, starts
 
@@ -183,11 +183,11 @@ def _plain_log(ax: Axes, axis: str = "y", base: float = 10) -> None:
 
 def gflops_vs_size(t: pd.DataFrame, machine: str, device: str, multi: bool) -> Figure:
     g = t[(t["machine"] == machine) & (t["device"] == device) & (t["status"] == "pass")]
-    dts = an.dtypes(g)
+    dts = analysis.dtypes(g)
     nr, nc = _grid(len(dts))
     fig = MplFigure(figsize=(4.0 * nc, 3.1 * nr + 0.6), layout="constrained")
     axes = fig.subplots(nr, nc, squeeze=False, sharex=True)
-    fws, ps = an.frameworks(g), an.passes(g)
+    fws, ps = analysis.frameworks(g), analysis.passes(g)
     for ax, dt in zip(axes.flat, dts, strict=False):
         gd = g[g["dtype"] == dt]
         for fw in fws:
@@ -248,9 +248,10 @@ def _bars(ax: Axes, groups: list[str], series: list[tuple[str, list[float], str]
 
 def speedup_bars(geo: pd.DataFrame, machine: str, baseline: str, multi: bool) -> Figure:
     g = geo[geo["machine"] == machine]
-    dts = an.dtypes(g[g["dtype"] != "all"])
+    dts = analysis.dtypes(g[g["dtype"] != "all"])
     dts += ["all"] if len(dts) > 1 else []  # one dtype: "all dtypes" would repeat it
-    keys = [(fw, dev) for fw in an.frameworks(g) for dev in an.devices(g[g["framework"] == fw])]
+    keys = [(fw, dev) for fw in analysis.frameworks(g)
+            for dev in analysis.devices(g[g["framework"] == fw])]
     by = g.set_index(["framework", "device", "dtype"])["geomean"]
     fig = MplFigure(figsize=(max(6.0, 1.1 * len(dts) + 2), 3.6), layout="constrained")
     ax = fig.add_subplot()
@@ -284,12 +285,12 @@ def speedup_bars(geo: pd.DataFrame, machine: str, baseline: str, multi: bool) ->
 
 def peak_bars(pk: pd.DataFrame, machine: str, device: str, multi: bool) -> Figure:
     g = pk[(pk["machine"] == machine) & (pk["device"] == device)]
-    dts = an.dtypes(g)
+    dts = analysis.dtypes(g)
     by = g.set_index(["framework", "dtype"])["fraction"]
     fig = MplFigure(figsize=(max(6.0, 1.1 * len(dts) + 2), 3.4), layout="constrained")
     ax = fig.add_subplot()
     series = [(fw, [100 * float(by.get((fw, d), np.nan)) for d in dts], color(fw))
-              for fw in an.frameworks(g)]
+              for fw in analysis.frameworks(g)]
     _bars(ax, dts, series, "{}%")
     ax.set_ylabel("% of peak (best shape)", fontsize=9)
     ax.set_ylim(0, max(100.0, float(np.nanmax([v for s in series for v in s[1]] + [0])) * 1.1))
@@ -320,9 +321,9 @@ def accuracy_scatter(acc: pd.DataFrame, machine: str = "") -> Figure:
     _declutter(ax)
     handles = [Line2D([], [], linestyle="", marker=marker(f), color="#bbbbbb",
                       markeredgecolor=color(f), markeredgewidth=1.5, label=f)
-               for f in an.frameworks(acc)]
+               for f in analysis.frameworks(acc)]
     handles += [Line2D([], [], linestyle="", marker="s", color=DTYPE_COLORS.get(d, "k"),
-                       label=d) for d in an.dtypes(acc)]
+                       label=d) for d in analysis.dtypes(acc)]
     handles += [Line2D([], [], linestyle="", marker="o", color="#999999", markersize=ms,
                        label=dev) for dev, ms in (("cpu", 5), ("gpu", 8))
                 if dev in set(acc["device"])]
@@ -355,7 +356,7 @@ def release_trend(sr: pd.DataFrame, machine: str, device: str, framework: str,
         ax.plot(xs, ys, PASS_STYLES.get(str(key[2]), "-."), color=col, linewidth=1.1,
                 alpha=0.8)
         for i, r in enumerate(rows):
-            resolved = i > 0 and an.judge_rows(rows[i - 1], r).resolved
+            resolved = i > 0 and analysis.judge_rows(rows[i - 1], r).resolved
             ax.plot(xs[i], ys[i], marker="o", markersize=5, color=col,
                     markerfacecolor=col if resolved or i == 0 else "white")
             lo, hi = float(r.q25) / base, float(r.q75) / base
@@ -369,9 +370,9 @@ def release_trend(sr: pd.DataFrame, machine: str, device: str, framework: str,
     ax.set_ylabel(f"time / time of {framework} {labels[0]}", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     handles = [Line2D([], [], color=DTYPE_COLORS.get(d, "#444444"), label=d)
-               for d in an.dtypes(g)]
+               for d in analysis.dtypes(g)]
     handles += [Line2D([], [], color="#444444", linestyle=PASS_STYLES.get(p, "-."), label=p)
-                for p in an.passes(g)]
+                for p in analysis.passes(g)]
     handles += [Line2D([], [], linestyle="", marker="o", color="#444444", label="resolved"),
                 Line2D([], [], linestyle="", marker="o", color="#444444",
                        markerfacecolor="white", label="not resolved")]

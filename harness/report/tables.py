@@ -10,13 +10,13 @@ from the same parts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from harness.report import analysis as an
+from harness.report import analysis
 from harness.results import printable
 from harness.runfiles import QUANTITIES, label
 
@@ -95,11 +95,11 @@ def _counts_title(r: pd.Series) -> str:
 def groups(corr: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(framework, device, mode) of one machine's correctness rows, in display order."""
     out = []
-    for fw in an.frameworks(corr):
+    for fw in analysis.frameworks(corr):
         f = corr[corr["framework"] == fw]
-        for dev in an.devices(f):
+        for dev in analysis.devices(f):
             modes = set(f[f["device"] == dev]["mode"])
-            out += [(fw, dev, m) for m in an.ordered(modes, ("pinned", "default"))]
+            out += [(fw, dev, m) for m in analysis.ordered(modes, ("pinned", "default"))]
     return out
 
 
@@ -117,7 +117,7 @@ def all_skipped(corr: pd.DataFrame) -> list[tuple[str, str]]:
 def correctness_table(corr: pd.DataFrame, title: str = "") -> Table:
     """One machine: rows framework:device x quantity (not the all-skipped ones), columns
     dtype; each cell the worst error ratio (the fraction of the allowed error used)."""
-    dts = an.dtypes(corr)
+    dts = analysis.dtypes(corr)
     skipped = {lab for lab, _ in all_skipped(corr)}
     by = {(r.framework, r.device, r.mode, r.dtype, r.quantity): r
           for r in corr.itertuples(index=False)}
@@ -127,7 +127,7 @@ def correctness_table(corr: pd.DataFrame, title: str = "") -> Table:
         if lab in skipped:
             continue
         g = corr[(corr["framework"] == fw) & (corr["device"] == dev) & (corr["mode"] == mode)]
-        qs = an.ordered(g["quantity"].astype(str), QUANTITIES)
+        qs = analysis.ordered(g["quantity"].astype(str), QUANTITIES)
         for i, q in enumerate(qs):
             row = [Cell(lab, css="rowhead", rowspan=len(qs) if i == 0 else 0, first=i == 0),
                    Cell(q, css="rowhead", first=i == 0)]
@@ -247,5 +247,3 @@ def markdown(table: Table) -> str:
     return f"{md_text(table.caption)}\n\n{body}{foot}"
 
 
-def markdown_all(tables: Sequence[Table]) -> str:
-    return "\n\n".join(markdown(t) for t in tables)
