@@ -16,7 +16,9 @@ from harness import bench, suite
 
 
 class _Matmul:
-    version = "1"  # explicit, so edits to this file do not drop the history (asv#1218)
+    # explicit, so edits to this file do not drop the history
+    # (https://github.com/airspeed-velocity/asv/issues/1218)
+    version = "1"
     timeout = 300.0  # import + warm-up + samples of the largest cells
     number = 1  # one body per sample: the body loops (see the module docstring)
     # `bench --rounds N`: asv interleaves the rounds of several environments (releases)

@@ -61,7 +61,8 @@ def test_benchmark_classes_carry_the_grid_of_harness_bench() -> None:
         cls = getattr(modules[module], cls_name)
         assert cls.params == g.params
         assert cls.param_names == g.param_names
-        assert cls.version == "1"  # tracked long-term: an explicit version (asv#1218)
+        assert cls.version == "1"  # tracked long-term: an explicit version
+        # (https://github.com/airspeed-velocity/asv/issues/1218)
         for m in g.methods:
             assert callable(getattr(cls, m))
         if g.kind == "time":

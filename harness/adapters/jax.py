@@ -93,7 +93,8 @@ def run(x, w, g, dtype, device):
         jax.config.update("jax_enable_x64", True)
         _persistent_cache(jax)
         if pin_precision:
-            # JAX computes float32 GEMMs in TF32 on Ampere+ GPUs by default (jax#12008).
+            # JAX computes float32 GEMMs in TF32 on Ampere+ GPUs by default
+            # (https://github.com/jax-ml/jax/issues/12008).
             jax.config.update("jax_default_matmul_precision", "highest")
         self.jax, self.jnp = jax, jnp
         # One XLA compilation per shape and dtype instead of one per primitive op dispatched

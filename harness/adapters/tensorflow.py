@@ -57,7 +57,8 @@ def run(x, w, g, dtype, device):
 
         if pin_precision:
             # TF computes float32 GEMMs in TF32 on Ampere+ GPUs by default
-            # (tensorflow#127346); full float32 is what the tolerance assumes.
+            # (https://github.com/tensorflow/tensorflow/issues/127346); full float32 is what
+            # the tolerance assumes.
             tf.config.experimental.enable_tensor_float_32_execution(False)
         self.tf = tf
         self._gpu = bool(tf.config.list_physical_devices("GPU"))

@@ -53,7 +53,8 @@ def run(x, w, g, dtype, device):
             torch.set_num_threads(threads)
         if pin_precision:
             # Full float32 on GPU: no TF32, and float16/bfloat16 GEMMs reduce split-K
-            # partials in float32 (pytorch#116870 shows the low-precision default's error).
+            # partials in float32 (https://github.com/pytorch/pytorch/issues/116870 shows the
+            # low-precision default's error).
             torch.set_float32_matmul_precision("highest")
             matmul = torch.backends.cuda.matmul
             matmul.allow_tf32 = False
