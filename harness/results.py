@@ -30,7 +30,7 @@ class Row:
     case: str
     x_shape: str  # "5x7"; "" for a 0-D shape never occurs (0-D operands are rejected)
     w_shape: str
-    quantity: str  # Y, dX or dW
+    quantity: str  # one of runfiles.QUANTITIES: Y, dX, dW, dY, adjoint, d2W
     status: str  # pass, fail, skip or error
     reason: str  # why it failed, was skipped or errored; empty on pass
     max_abs_err: float  # max |got - ref| over the elements (NaN when not compared)
