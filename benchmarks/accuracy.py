@@ -7,15 +7,15 @@ The value is `max |got - ref| / bound` over the elements of dX (or dW), judged e
 from __future__ import annotations
 
 from benchmarks import common
-from harness import bench
+from harness import suite
 
 
 class Gradients:
     version = "1"
     timeout = 300.0
     unit = "max |err| / bound"
-    params = bench.grid("accuracy.Gradients").params
-    param_names = bench.grid("accuracy.Gradients").param_names
+    params = suite.grid("accuracy.Gradients").params
+    param_names = suite.grid("accuracy.Gradients").param_names
 
     def setup(self, framework: str, device: str, dtype: str, shape: str) -> None:
         common.adapter("accuracy", framework, device, dtype, shape)
@@ -43,8 +43,8 @@ class Drift:
 
     version = "1"
     timeout = 300.0
-    params = bench.grid("accuracy.Drift").params
-    param_names = bench.grid("accuracy.Drift").param_names
+    params = suite.grid("accuracy.Drift").params
+    param_names = suite.grid("accuracy.Drift").param_names
 
     def setup(self, framework: str, device: str, dtype: str, shape: str) -> None:
         common.adapter("drift", framework, device, dtype, shape)

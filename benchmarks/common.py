@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness import bench, shapes
+from harness import bench, shapes, suite
+from harness.worker import GPU_MEMORY_ENV
 
 SAMPLE_S = 0.02  # target duration of one asv sample (`number` calls)
 MAX_NUMBER = 100_000
@@ -73,24 +74,25 @@ def adapter(kind: str, framework: str, device: str, dtype: str, shape: str,
     """
     from harness.adapters import load
 
-    selection = bench.active_selection()
+    selection = suite.active_selection()
     if selection is not None and not selection.includes(kind, framework, device, dtype, shape,
                                                         pass_):
         raise NotImplementedError(f"not in the {selection.source} selection "
-                                  f"(set {bench.SELECTION_ENV}=all to run every cell)")
+                                  f"(set {suite.SELECTION_ENV}=all to run every cell)")
     cls = load(framework)
     if not cls.installed():
         raise NotImplementedError(f"{framework} is not installed ({cls.install_hint})")
     reason = cls.unsupported_reason(device, dtype)
     if reason:
         raise NotImplementedError(reason)
-    if device == "gpu" and not bench.gpu_present():
+    if device == "gpu" and not suite.gpu_present():
         raise NotImplementedError("no GPU found (nvidia-smi lists none)")
-    threads = bench.bench_threads(selection)
+    threads = suite.bench_threads(selection)
     if framework not in _adapters:
         # As the correctness workers do: JAX would take 75% of GPU memory, TF all of it.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        # (Not the workers' OMP_WAIT_POLICY: timings keep the frameworks' own threading.)
+        for key, value in GPU_MEMORY_ENV.items():
+            os.environ.setdefault(key, value)
         _adapters[framework] = cls(pin_precision=True, threads=threads)
     a = _adapters[framework]
     reason = a.device_reason(device)
@@ -98,7 +100,7 @@ def adapter(kind: str, framework: str, device: str, dtype: str, shape: str,
         raise NotImplementedError(reason)
     if a.threads() != threads:
         raise RuntimeError(f"{framework} runs {a.threads()} CPU threads; expected {threads} "
-                           f"(the same for every framework, from {bench.THREADS_ENV})")
+                           f"(the same for every framework, from {suite.THREADS_ENV})")
     precision = a.precision(device, dtype)
     if precision != "ieee":
         raise RuntimeError(f"{framework} computes float32 matmul in {precision!r} on {device}; "
@@ -126,7 +128,7 @@ def inputs(shape: str, dtype: str) -> Any:
     from harness.cases import make_inputs
     from harness.dtypes import get
 
-    return make_inputs(case(shape), get(dtype), bench.SEED)
+    return make_inputs(case(shape), get(dtype), suite.SEED)
 
 
 def cell(kind: str, framework: str, device: str, dtype: str, shape: str, pass_: str,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 
 from benchmarks import common
-from harness import bench
+from harness import bench, suite
 
 
 class _Matmul:
-    version = "1"  # explicit, so edits to this file do not drop the history (asv#1218)
+    # explicit, so edits to this file do not drop the history
+    # (https://github.com/airspeed-velocity/asv/issues/1218)
+    version = "1"
     timeout = 300.0  # import + warm-up + samples of the largest cells
     number = 1  # one body per sample: the body loops (see the module docstring)
     # `bench --rounds N`: asv interleaves the rounds of several environments (releases)
@@ -38,12 +40,12 @@ class _Matmul:
 class Square(_Matmul):
     """Square products, 64 to 2048."""
 
-    params = bench.grid("matmul.Square").params
-    param_names = bench.grid("matmul.Square").param_names
+    params = suite.grid("matmul.Square").params
+    param_names = suite.grid("matmul.Square").param_names
 
 
 class DeepBench(_Matmul):
     """Training GEMMs of DeepBench (harness.shapes.DEEPBENCH_SUITE)."""
 
-    params = bench.grid("matmul.DeepBench").params
-    param_names = bench.grid("matmul.DeepBench").param_names
+    params = suite.grid("matmul.DeepBench").params
+    param_names = suite.grid("matmul.DeepBench").param_names

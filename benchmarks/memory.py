@@ -4,15 +4,15 @@ framework import included) and, on GPU, device memory in use (inputs included)."
 from __future__ import annotations
 
 from benchmarks import common
-from harness import bench
+from harness import suite
 
 
 class Peak:
     version = "1"
     timeout = 300.0
     unit = "bytes"
-    params = bench.grid("memory.Peak").params
-    param_names = bench.grid("memory.Peak").param_names
+    params = suite.grid("memory.Peak").params
+    param_names = suite.grid("memory.Peak").param_names
 
     def setup(self, framework: str, device: str, dtype: str, shape: str) -> None:
         self._cell = common.cell("memory", framework, device, dtype, shape,

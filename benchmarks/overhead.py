@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, matmul
-from harness import bench, suite
+from harness import suite
 
 SHAPES = ("512x512x512", "8x8x8")
 SAMPLES = 5  # per way and round
@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--framework", action="append", choices=suite.frameworks(),
                    help="only this framework (repeatable; default: all installed)")
     args = p.parse_args(argv)
-    os.environ[bench.SELECTION_ENV] = "all"  # 8x8x8 is outside the suite's grid
-    os.environ[bench.THREADS_ENV] = str(args.threads)
+    os.environ[suite.SELECTION_ENV] = "all"  # 8x8x8 is outside the suite's grid
+    os.environ[suite.THREADS_ENV] = str(args.threads)
     from harness.adapters import load
 
     # torch before tensorflow: the reverse order can crash (Keras' conftest notes it)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from harness import bench
+from harness import bench, suite
 
 
 class Installed:
     version = "1"
     timeout = 120.0  # one framework import
     unit = "release (major*10^6 + minor*10^3 + patch)"
-    params: ClassVar[list[list[str]]] = [list(bench.FRAMEWORKS)]
+    params: ClassVar[list[list[str]]] = [list(suite.FRAMEWORKS)]
     param_names: ClassVar[list[str]] = ["framework"]
 
     def setup(self, framework: str) -> None:

@@ -1,7 +1,7 @@
 """`matmul-harness bench`: the asv suite in `benchmarks/`, run in the current environment.
 
-The grid and the selection of cells a run measures live in `harness.suite` (re-exported
-here: `benchmarks/` reads them as `harness.bench.X`). This module drives asv: it turns a
+The grid and the selection of cells a run measures live in `harness.suite` (`benchmarks/`
+reads them there). This module drives asv: it turns a
 selection into `asv run --bench` regexes (cells outside it cost nothing), writes asv's
 config and machine record, runs asv and prints a summary of the timings it saved.
 
@@ -26,34 +26,25 @@ from harness import __version__, shapes
 from harness.suite import (
     DEFAULT,
     DEVICES,
-    DTYPES,
     FIXED_KINDS,
-    FRAMEWORKS,
     GRIDS,
-    KINDS,
     QUICK,
-    SEED,
     SELECTION_ENV,
-    SHAPE_GROUPS,
     THREADS_ENV,
     BenchError,
-    DeviceSelection,
-    Grid,
     Selection,
-    active_selection,
     bench_threads,
     gpu_present,
-    grid,
     load_selection,
-    parse_selection,
 )
 
+# harness/compare.py still imports five of the suite's names from here (QUICK, THREADS_ENV,
+# BenchError, load_selection, bench_threads); everything else imports harness.suite.
 __all__ = [
-    "DEFAULT", "DEVICES", "DTYPES", "FIXED_KINDS", "FRAMEWORKS", "GRIDS", "KINDS", "QUICK", "SEED",
-    "SELECTION_ENV", "SHAPE_GROUPS", "THREADS_ENV", "BenchError", "DeviceSelection", "Grid",
-    "Selection", "active_selection", "bench_threads", "checkout", "git_head", "gpu_present",
-    "grid", "load_selection", "machine_name", "parse_selection", "parse_versions", "plan",
-    "run_bench", "summary", "time_results", "version_number", "version_text",
+    "CLOCK_ENV", "QUICK", "ROUNDS_ENV", "THREADS_ENV", "VERSIONS_BENCH", "BenchError",
+    "bench_threads", "checkout", "file_versions", "git_head", "load_selection",
+    "machine_name", "parse_versions", "plan", "run_bench", "summary", "table_lines",
+    "time_results", "version_number", "version_text",
 ]
 
 VERSIONS_BENCH = "versions.Installed.track_version"
@@ -315,8 +306,9 @@ def _write_conf(root: Path, home: Path, results_dir: Path | None,
 def _annotate_machine(path: Path, machine: str, threads: int, host: str) -> None:
     """Add what asv's machine record lacks; asv copies it to results/<machine>/machine.json.
 
-    `host_machine` is the physical machine (verify's `system.machine_name`): the report
-    merges verify's and asv's records of one machine under it."""
+    `host_machine` is the physical machine (`harness.system.machine_slug`, run.json's
+    `system.machine_name`): the report merges verify's and asv's records of one machine
+    under it."""
     from asv.machine import Machine
 
     from harness.system import cpu_model, gpus
@@ -398,6 +390,12 @@ def summary(results: Path, machine: str, commit: str, since: float | None = None
             if isinstance(r["seconds"], (int, float)) and r["seconds"] == r["seconds"]]
     if not rows:
         return f"bench: no timings saved under {results / machine}"
+    return "\n".join([f"median time per call (GFLOP/s); results: {results / machine}",
+                      *table_lines(rows)])
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The header and one line per (device, shape, dtype, pass) of timing rows."""
     from harness.suite import frameworks  # plugins too, in registry order
 
     order = frameworks()
@@ -411,12 +409,13 @@ def summary(results: Path, machine: str, commit: str, since: float | None = None
              for r in rows}
     head = f"{'device':6} {'shape':>16} {'dtype':8} {'pass':16}" + "".join(
         f" {f:>21}" for f in fws)
-    lines = [f"median time per call (GFLOP/s); results: {results / machine}", head]
+    lines = [head]
     for key in keys:
         cells = []
         for f in fws:
             s = table.get((*key, f))
             cells.append(f" {'-':>21}" if s is None else
-                         f" {_fmt_time(s):>10} ({shapes.flops(key[1], key[3]) / s / 1e9:7.1f})")
+                         f" {_fmt_time(s):>10} "
+                         f"({shapes.flops(key[1], key[3], key[2]) / s / 1e9:7.1f})")
         lines.append(f"{key[0]:6} {key[1]:>16} {key[2]:8} {key[3]:16}" + "".join(cells))
-    return "\n".join(lines)
+    return lines

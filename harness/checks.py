@@ -183,7 +183,7 @@ def check(
     params: BoundParams,
     precision: str = "ieee",
 ) -> Outcome:
-    """Compare one quantity (Y, dX or dW) with its float64 reference."""
+    """Compare one quantity (Y, dX, dW, dY or d2W) with its float64 reference."""
     got = np.asarray(got)
     if got.shape != ref.shape:
         return _fail(f"{quantity}: shape {got.shape}, expected {ref.shape}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import shlex
 import signal
@@ -26,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from harness import __version__, store
+from harness import __version__, runfiles, store
 from harness.adapters import RegistryError, load_target, registry
 from harness.config import (
     PRECISION_MODES,
@@ -38,7 +37,7 @@ from harness.config import (
     validate_selection,
 )
 from harness.dtypes import DEVICES, DTYPES
-from harness.orchestrator import Progress, Runner
+from harness.orchestrator import DEFAULT_JOBS, Progress, Runner
 from harness.plan import (
     Cell,
     Key,
@@ -53,16 +52,14 @@ from harness.plan import (
 from harness.results import (
     ResultsFileError,
     Row,
-    atomic_write,
     matrix,
     printable,
     problems,
     read_csv,
     summary_line,
-    write_csv,
     write_junit,
 )
-from harness.system import machine_slug, system_info
+from harness.system import machine_slug
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SELFTEST_TRIALS = 10
@@ -87,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    v = sub.add_parser("verify", help="check Y, dX and dW of every cell against the reference")
+    v = sub.add_parser("verify", help="check every quantity of every cell (Y, dX, dW, dY, the "
+                       "adjoint identity, d2W) against the reference")
     _verify_args(v)
     r = sub.add_parser("run", help="the main job: verify, selftest, quick asv benchmark and "
                                    "report, into results/")
@@ -211,7 +209,7 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--resume", metavar="DIR",
                    help="finish the interrupted run in DIR (its own config; no re-runs)")
     v.add_argument("--junit", metavar="FILE", help="also write the matrix as JUnit XML")
-    v.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+    v.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                    help="frameworks run at once, one worker process each (default: %(default)s)")
     v.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                    help="a cell running longer is killed and recorded as error "
@@ -432,7 +430,8 @@ def _run_all(config: str | None, folder: Path, bench: bool, force: bool) -> int:
     cases = load(config, tuple(registry())).cases
     code = max(code, selftest.run(cases, SELFTEST_TRIALS, out_dir))
     if bench:
-        from harness.bench import BenchError, run_bench
+        from harness.bench import run_bench
+        from harness.suite import BenchError
 
         print("\n== quick benchmark (asv) ==", flush=True)
         try:
@@ -463,7 +462,7 @@ def verify(
     out: str | None = None,
     resume: str | None = None,
     junit: str | None = None,
-    jobs: int = 2,
+    jobs: int = DEFAULT_JOBS,
     cell_timeout: float | None = None,
     timeout: float | None = None,
     prefix: str = "verify",
@@ -478,10 +477,7 @@ def verify(
     """
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1; received {jobs}")
-    try:
-        part = parse_shard(shard) if shard is not None else None
-    except ShardError as exc:
-        raise UsageError(str(exc)) from None
+    part = _shard(shard)
     junit_path = _junit_path(junit)
     known = tuple(registry())
     if resume:
@@ -492,30 +488,48 @@ def verify(
                 "and shard; drop --config/--framework/--device/--dtype/--precision/--out/"
                 "--force/--shard/--check"
             )
-        recorded, record = store.load_config(Path(resume), known)  # first: makes nothing
-        out_dir = _out_dir(resume, prefix, "--resume")
-        with store.claim(out_dir, "--resume"):
-            cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
-            cells = shard_of(plan(cfg), parse_shard(record.shard) if record.shard else None)
-            kept = store.read_cells(out_dir, record.fingerprint, cells)
-            if not (out_dir / store.PARTIAL_FILE).exists() and (
-                    out_dir / store.FINAL_FILE).is_file():
-                return _finished(out_dir, cells, junit_path), out_dir
-            record = replace(record, resumed=(*record.resumed, store.stamp()))
-            _write(lambda: store.save_config(out_dir, recorded, record),
-                   out_dir / store.CONFIG_FILE)
-            return _run(cfg, cells, kept, out_dir, record, junit_path, jobs), out_dir
+        return _resume(Path(resume), prefix, known, cell_timeout, timeout, junit_path, jobs)
     cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
                   cell_timeout, timeout)
     if check is not None:
         cfg = replace(cfg, check=check_name(check, "--check"))
-    out_dir = _out_dir(out, prefix)
+    return _fresh(cfg, _out_dir(out, prefix), force, part, junit_path, jobs)
+
+
+def _shard(shard: str | None) -> Shard | None:
+    try:
+        return parse_shard(shard) if shard is not None else None
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _fresh(cfg: Config, out_dir: Path, force: bool, part: Shard | None,
+           junit: Path | None, jobs: int) -> tuple[int, Path]:
+    """A new run of `cfg` (or its shard `part`) in `out_dir`."""
     with store.claim(out_dir):
         store.prepare_fresh(out_dir, force)
         record = _write(lambda: store.save_config(out_dir, cfg, shard=_text(part)),
-                        out_dir / store.CONFIG_FILE)
-        return _run(cfg, shard_of(plan(cfg), part), {}, out_dir, record, junit_path,
-                    jobs), out_dir
+                        out_dir / runfiles.CONFIG_FILE)
+        cells = shard_of(plan(cfg), part)
+        return _run(cfg, cells, {}, out_dir, record, junit, jobs), out_dir
+
+
+def _resume(folder: Path, prefix: str, known: tuple[str, ...], cell_timeout: float | None,
+            timeout: float | None, junit: Path | None, jobs: int) -> tuple[int, Path]:
+    """`--resume DIR`: the run recorded in DIR, its finished cells kept, the rest run."""
+    recorded, record = store.load_config(folder, known)  # first: makes nothing
+    out_dir = _out_dir(str(folder), prefix, "--resume")
+    with store.claim(out_dir, "--resume"):
+        cfg = _select(recorded, (), (), (), (), cell_timeout, timeout)
+        cells = shard_of(plan(cfg), parse_shard(record.shard) if record.shard else None)
+        kept = store.read_cells(out_dir, record.fingerprint, cells)
+        if not (out_dir / runfiles.PARTIAL_FILE).exists() and (
+                out_dir / runfiles.VERIFY_FILE).is_file():
+            return _finished(out_dir, cells, junit), out_dir
+        record = replace(record, resumed=(*record.resumed, store.stamp()))
+        _write(lambda: store.save_config(out_dir, recorded, record),
+               out_dir / runfiles.CONFIG_FILE)
+        return _run(cfg, cells, kept, out_dir, record, junit, jobs), out_dir
 
 
 def _text(part: Shard | None) -> str:
@@ -535,10 +549,29 @@ def _write(action: Callable[[], T], path: Path, kept: Path | None = None) -> T:
 
 def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Path,
          record: store.RunRecord, junit: Path | None, jobs: int) -> int:
-    remaining = [c for c in cells if c.key not in kept]
+    """Run the cells not `kept`, logging each as it finishes; then the final files."""
+    log = _write(lambda: store.CellLog(out_dir, kept, record.fingerprint),
+                 out_dir / runfiles.PARTIAL_FILE)
+    started = time.time()
+    try:
+        rows = _run_cells(cfg, cells, kept, log, jobs)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        log.close()
+    rows = in_plan_order(rows, cells)
+    _write(lambda: store.write_rows(out_dir, rows), out_dir / runfiles.VERIFY_FILE, log.path)
+    _write(lambda: store.write_run(out_dir, cfg, rows, started, record),
+           out_dir / runfiles.RUN_FILE, log.path)
+    log.path.unlink(missing_ok=True)  # verify.csv now holds every cell
+    return _show(rows, out_dir, junit)
+
+
+def _run_cells(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]],
+               log: store.CellLog, jobs: int) -> list[Row]:
+    """Every row, kept and new; an interruption (Ctrl-C, SIGTERM, SIGHUP) is said, then
+    re-raised as KeyboardInterrupt with every finished cell in the log."""
     rows = [r for rs in kept.values() for r in rs]
-    log_path = out_dir / store.PARTIAL_FILE
-    log = _write(lambda: store.CellLog(out_dir, kept, record.fingerprint), log_path)
     machine = machine_slug()  # every row keeps its machine: merged runs mix several
 
     def record_rows(new: list[Row]) -> None:
@@ -546,42 +579,34 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
         rows.extend(new)
         log.append(new)
 
-    started = time.time()
     runner = Runner(cfg, record_rows, _progress_printer(), jobs, cfg.cell_timeout,
                     cfg.timeout, done_before=len(kept))
+    remaining = [c for c in cells if c.key not in kept]
     try:
         with _signals_as_interrupt():
-            _write(lambda: runner.run(remaining, total=len(cells)), log_path, log_path)
+            _write(lambda: runner.run(remaining, total=len(cells)), log.path, log.path)
     except KeyboardInterrupt:
         _clear_progress()
         done = len(group_cells(rows))
         with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
             print(f"matmul-harness: interrupted after {done} of {len(cells)} cells; finished "
                   f"cells are kept in {log.path}. Resume with: matmul-harness verify --resume "
-                  f"{shlex.quote(str(out_dir))}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    finally:
-        log.close()
+                  f"{shlex.quote(str(log.path.parent))}", file=sys.stderr, flush=True)
+        raise
     _clear_progress()
-    rows = in_plan_order(rows, cells)
-    _write(lambda: write_csv(rows, out_dir / store.FINAL_FILE), out_dir / store.FINAL_FILE,
-           log_path)
-    _write(lambda: _write_meta(out_dir / store.META_FILE, cfg, rows, started, record),
-           out_dir / store.META_FILE, log_path)
-    log.path.unlink(missing_ok=True)  # verify.csv now holds every cell
-    return _show(rows, out_dir, junit)
+    return rows
 
 
 def _finished(out_dir: Path, cells: list[Cell], junit: Path | None) -> int:
     """`--resume` of a finished run: its verify.csv, checked against its config and shown;
     nothing is run and nothing rewritten (run.json keeps its start and wall time)."""
-    final = out_dir / store.FINAL_FILE
+    final = out_dir / runfiles.VERIFY_FILE
     done = group_cells(read_csv(final))
     by_key = {c.key: c for c in cells}
     bad = [why for k, rs in done.items() if (why := store.mismatch(rs, by_key.get(k)))]
     if bad or set(done) != set(by_key):
         raise store.RunFolderError(
-            f"{final}: does not hold the results of {out_dir / store.CONFIG_FILE} "
+            f"{final}: does not hold the results of {out_dir / runfiles.CONFIG_FILE} "
             f"({bad[0] if bad else 'not every cell of its plan'}); start afresh with --force"
         )
     print(f"{out_dir}: the run is finished; nothing to resume", file=sys.stderr)
@@ -594,7 +619,7 @@ def _show(rows: list[Row], out_dir: Path, junit: Path | None) -> int:
     print(matrix(rows))
     for line in problems(rows):
         print(line)
-    print(f"results: {printable(str(out_dir / store.FINAL_FILE))}")
+    print(f"results: {printable(str(out_dir / runfiles.VERIFY_FILE))}")
     print(summary_line(rows), flush=True)
     return EXIT_FAILED if any(r.status in ("fail", "error") for r in rows) else EXIT_OK
 
@@ -620,27 +645,6 @@ def _signals_as_interrupt() -> Iterator[None]:
     finally:
         for s, old in previous:
             signal.signal(s, old)
-
-
-def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float,
-                record: store.RunRecord) -> None:
-    versions = {r.framework: r.framework_version for r in rows if r.framework_version}
-    precisions = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
-    meta = {
-        "harness_version": __version__,
-        "config": cfg.source,
-        "seed": cfg.seed,
-        "fingerprint": record.fingerprint,
-        "shard": record.shard,  # "I/N", or "" for the whole plan
-        "cells_fingerprint": store.cells_fingerprint(cfg),  # runs that `merge` may combine
-        "started": record.started,  # the run's first start, kept across resumes
-        "resumed": list(record.resumed),
-        "wall_s": round(time.time() - started, 3),  # the last session's
-        "framework_versions": versions,
-        "precision_modes": precisions,
-        "system": system_info(),
-    }
-    atomic_write(path, json.dumps(meta, indent=2) + "\n")
 
 
 def _interactive() -> bool:

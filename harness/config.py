@@ -181,7 +181,7 @@ def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
             f"{src}: expected a mapping with keys {', '.join(KEYS)}; "
             f"received {type(data).__name__}"
         )
-    _check_keys(data, KEYS, src, "key")
+    check_keys(data, KEYS, src, "key")
     return Config(
         frameworks=_names(data, "frameworks", known_frameworks, src),
         devices=_names(data, "devices", DEVICES, src),
@@ -196,18 +196,51 @@ def parse(data: Any, src: str, known_frameworks: Sequence[str]) -> Config:
     )
 
 
-def _check_keys(data: dict[Any, Any], allowed: Sequence[str], src: str, what: str) -> None:
+# The validation helpers below are shared with the bench config (harness/suite.py), which
+# passes its own error class: one wording for every config the harness reads.
+
+
+def check_keys(data: dict[Any, Any], allowed: Sequence[str], src: str, what: str = "key",
+               error: type[ConfigError] = ConfigError) -> None:
+    """Every key of `data` is one of `allowed`, else `error` naming the closest."""
     for key in data:
         if key not in allowed:
-            raise ConfigError(
-                f"{src}: unknown {what} {clip(key)}{_did_you_mean(str(key), allowed)}; "
+            raise error(
+                f"{src}: unknown {what} {clip(key)}{did_you_mean(str(key), allowed)}; "
                 f"allowed: {', '.join(allowed)}"
             )
 
 
-def _did_you_mean(got: str, allowed: Sequence[str]) -> str:
+def did_you_mean(got: str, allowed: Sequence[str]) -> str:
     close = difflib.get_close_matches(got, list(allowed), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def name_list(value: Any, key: str, allowed: Sequence[str], src: str,
+              groups: dict[str, tuple[str, ...]] | None = None,
+              error: type[ConfigError] = ConfigError) -> tuple[str, ...]:
+    """A name or a non-empty list of names drawn from `allowed` (a name of `groups` stands
+    for its members), de-duplicated in order; else `error`."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise error(
+            f"{src}: {key} must be a non-empty list drawn from {', '.join(allowed)}; "
+            f"received {clip(value)}"
+        )
+    out: list[str] = []
+    for item in value:
+        if groups and item in groups:
+            out.extend(groups[item])
+        elif item in allowed:
+            out.append(item)
+        else:
+            names = [*(groups or {}), *allowed]
+            raise error(
+                f"{src}: {key}: unknown value {clip(item)}{did_you_mean(str(item), names)}; "
+                f"allowed: {', '.join(names)}"
+            )
+    return tuple(dict.fromkeys(out))  # de-duplicated, order kept
 
 
 def _names(data: dict[str, Any], key: str, allowed: Sequence[str], src: str,
@@ -215,21 +248,7 @@ def _names(data: dict[str, Any], key: str, allowed: Sequence[str], src: str,
     """A list of names drawn from `allowed`; a missing key means `default` (all of them)."""
     if key not in data:
         return tuple(allowed if default is None else default)
-    value = data[key]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(
-            f"{src}: {key} must be a non-empty list drawn from {', '.join(allowed)}; "
-            f"received {clip(value)}"
-        )
-    for item in value:
-        if item not in allowed:
-            raise ConfigError(
-                f"{src}: {key}: unknown value {clip(item)}{_did_you_mean(str(item), allowed)}; "
-                f"allowed: {', '.join(allowed)}"
-            )
-    return tuple(dict.fromkeys(value))  # de-duplicated, order kept
+    return name_list(data[key], key, allowed, src)
 
 
 def validate_selection(
@@ -239,7 +258,7 @@ def validate_selection(
     for v in values:
         if v not in allowed:
             raise ConfigError(
-                f"{flag} {clip(v)}: unknown value{_did_you_mean(v, allowed)}; "
+                f"{flag} {clip(v)}: unknown value{did_you_mean(v, allowed)}; "
                 f"allowed: {', '.join(allowed)}"
             )
     return tuple(dict.fromkeys(values))
@@ -248,7 +267,7 @@ def validate_selection(
 def check_name(value: Any, what: str) -> str:
     """One of CHECKS (the config key `check` and the `--check` flag alike)."""
     if value not in CHECKS:
-        raise ConfigError(f"{what}: unknown value {value!r}{_did_you_mean(str(value), CHECKS)}; "
+        raise ConfigError(f"{what}: unknown value {value!r}{did_you_mean(str(value), CHECKS)}; "
                           f"allowed: {', '.join(CHECKS)}")
     return str(value)
 
@@ -294,7 +313,7 @@ def _cases(value: Any, src: str) -> tuple[Case, ...]:
 def _case(item: Any, where: str) -> Case:
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: expected a mapping {{name, x, w}}; received {clip(item)}")
-    _check_keys(item, CASE_KEYS, where, "case key")
+    check_keys(item, CASE_KEYS, where, "case key")
     for key in CASE_KEYS:
         if key not in item:
             raise ConfigError(f"{where}: missing key {key!r}; a case needs {', '.join(CASE_KEYS)}")

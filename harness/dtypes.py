@@ -27,11 +27,6 @@ class DType:
         return self.numpy.kind == "c"
 
     @property
-    def reference(self) -> np.dtype[np.generic]:
-        """float64 or complex128: the reference's dtype for this one."""
-        return np.dtype(np.complex128 if self.is_complex else np.float64)
-
-    @property
     def nominal_bits(self) -> int:
         """Significand bits, the implicit one included: 24 for float32 (u = 2⁻²⁴)."""
         return round(-math.log2(self.u_out))
@@ -60,6 +55,15 @@ PRECISION_U_IN: dict[str, float] = {
 }
 
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
+
+
+def widen(a: np.ndarray) -> np.ndarray:
+    """`a` in float64 or complex128, the reference's precision (no copy when it already is).
+
+    By the array's kind, not a `DType`: the reference, the judge and the selftest widen
+    arrays whatever dtype produced them (a framework may return another than it was given).
+    """
+    return np.asarray(a, dtype=np.complex128 if a.dtype.kind == "c" else np.float64)
 
 
 def get(name: str) -> DType:

@@ -16,14 +16,14 @@ import numpy as np
 from harness import divergences
 from harness.adapters import Adapter
 from harness.checks import BIAS_DTYPES, Outcome, check
-from harness.dtypes import DType, get
+from harness.dtypes import DType, get, widen
 from harness.plan import Cell
 from harness.refcache import Entry, References
-from harness.reference import EXTRA_QUANTITIES, QUANTITIES
+from harness.reference import EXTRA_QUANTITIES, PRODUCTS, QUANTITIES
 from harness.results import Row
 from harness.sampled import check_sampled, resolve, weighted_bound
 from harness.spill import release
-from harness.tolerance import BoundParams, bound, params
+from harness.tolerance import bound, params
 
 NAN = float("nan")
 LOW_PRECISION = BIAS_DTYPES
@@ -40,7 +40,8 @@ def quantities(adapter: type[Adapter]) -> dict[str, str | None]:
 
 
 def uniform_rows(cell: Cell, status: str, reason: str, version: str,
-                 adapter: type[Adapter] | None = None, precision: str = "") -> list[Row]:
+                 adapter: type[Adapter] | None = None, precision: str = "",
+                 flags: str = "") -> list[Row]:
     """Rows of a cell that share one status and reason (skip, error).
 
     A skip's reason (no GPU, framework missing) holds for every quantity; an error's does
@@ -48,9 +49,9 @@ def uniform_rows(cell: Cell, status: str, reason: str, version: str,
     """
     names = quantities(adapter) if adapter else dict.fromkeys([*QUANTITIES, *EXTRA_QUANTITIES])
     return [
-        make_row(cell, q, "skip", never, version, precision=precision)
+        make_row(cell, q, "skip", never, version, precision=precision, flags=flags)
         if never and status != "skip"
-        else make_row(cell, q, status, reason, version, precision=precision)
+        else make_row(cell, q, status, reason, version, precision=precision, flags=flags)
         for q, never in names.items()
     ]
 
@@ -67,7 +68,10 @@ def make_row(
     precision: str = "",
     note: str = "",
     check: str = "",
+    flags: str = "",
 ) -> Row:
+    """One row of verify.csv; `flags` are the framework settings behind `precision` (the
+    worker reports them once, at start-up)."""
     c, o = cell.case, outcome
     return Row(
         framework=cell.framework,
@@ -83,6 +87,7 @@ def make_row(
         ratio=o.ratio if o else NAN,
         k_eff=k_eff,
         precision=precision,
+        precision_flags=flags,
         framework_version=version,
         precision_mode=cell.mode,
         effective_bits=o.effective_bits if o else NAN,
@@ -104,7 +109,7 @@ def needed(adapter: type[Adapter]) -> list[str]:
     wanted = quantities(adapter)
     if wanted["adjoint"] is None:  # the identity's tolerance uses dY's, dX's, dW's bounds
         wanted.update(dY=None, dX=None, dW=None)
-    return [q for q in ("Y", "dX", "dW", "dY", "d2W") if wanted[q] is None]
+    return [q for q in PRODUCTS if wanted[q] is None]
 
 
 def judge(
@@ -117,6 +122,7 @@ def judge(
     seed: int,
     refs: References | None = None,
     check_mode: str = "auto",
+    flags: str = "",
 ) -> list[Row]:
     """Check a cell's outputs; one row per quantity, in `quantities` order.
 
@@ -130,20 +136,20 @@ def judge(
     wanted = quantities(adapter)
     rounded = adapter.capabilities.rounded_broadcast_partials
     rows: list[Row] = []
-    bounds: dict[str, BoundParams] = {}
     for q, unavailable in wanted.items():
         if unavailable:
             rows.append(make_row(cell, q, "skip", unavailable, version, precision=precision,
-                                 check=mode))
+                                 check=mode, flags=flags))
             continue
         if q == "adjoint":
-            rows.append(_adjoint(cell, outputs, ref, bounds, dtype, precision, version, mode))
+            rows.append(_adjoint(cell, outputs, ref, rounded, dtype, precision, version, mode,
+                                 flags))
             continue
-        p = bounds[q] = params(q, geo, rounded_partials=rounded)
+        p = params(q, geo, rounded_partials=rounded)
         if q in errors or q not in outputs:
             status, why = _missing(cell, q, errors)
             rows.append(make_row(cell, q, status, why, version, k_eff=p.k_eff,
-                                 precision=precision, check=mode))
+                                 precision=precision, check=mode, flags=flags))
             continue
         if mode == "sampled":
             o = check_sampled(q, outputs[q], ref.samples[q], dtype, p, precision)
@@ -152,7 +158,7 @@ def judge(
             o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, precision)
         status, reason, note = _forensics(cell, q, o, dtype, precision, p.k_eff)
         rows.append(make_row(cell, q, status, reason, version, outcome=o, k_eff=p.k_eff,
-                             precision=precision, note=note, check=mode))
+                             precision=precision, note=note, check=mode, flags=flags))
     provider.release(cell.case, cell.dtype, mode)
     return rows
 
@@ -197,11 +203,12 @@ def _adjoint(
     cell: Cell,
     outputs: dict[str, np.ndarray],
     ref: Entry,
-    bounds: dict[str, BoundParams],
+    rounded_partials: bool,
     dtype: DType,
     precision: str,
     version: str,
     mode: str,
+    flags: str,
 ) -> Row:
     """⟨G, J·v⟩ = ⟨Jᴴ·G, v⟩ from the framework's own dY, dX, dW, with v = (tX, tW).
 
@@ -210,6 +217,7 @@ def _adjoint(
     sampled check, an upper bound of it that needs no product: `weighted_bound`).
     """
     need = ("dY", "dX", "dW")
+    bounds = {q: params(q, cell.case.geometry, rounded_partials=rounded_partials) for q in need}
     g, tx, tw = ref.g, ref.tx, ref.tw
     assert g is not None and tx is not None and tw is not None
     shapes = {q: (ref.samples[q].final if mode == "sampled" else ref.values[q].shape)
@@ -218,16 +226,15 @@ def _adjoint(
     if bad:
         return make_row(cell, "adjoint", "skip",
                         f"adjoint: needs {', '.join(bad)} of the right shape", version,
-                        precision=precision, check=mode)
+                        precision=precision, check=mode, flags=flags)
 
     def inner(a: np.ndarray, b: np.ndarray) -> float:
         """Re⟨a, b⟩ in float64/complex128, a block at a time (results may be mapped files)."""
-        wide = np.complex128 if a.dtype.kind == "c" or b.dtype.kind == "c" else np.float64
         fa, fb = np.reshape(a, -1), np.reshape(b, -1)
         step = 2**22
         total = 0.0
         for i in range(0, fa.size, step):
-            part = np.vdot(np.asarray(fa[i:i + step], wide), np.asarray(fb[i:i + step], wide))
+            part = np.vdot(widen(fa[i:i + step]), widen(fb[i:i + step]))
             total += float(np.real(part))
         release(a)
         release(b)
@@ -249,4 +256,4 @@ def _adjoint(
         f"adjoint: ⟨G, J·v⟩={lhs:.6g} but ⟨Jᴴ·G, v⟩={rhs:.6g}; |difference|={err:.3g} is "
         f"{ratio:.3g}x the {tol:.3g} the element bounds allow")
     return make_row(cell, "adjoint", o.status, reason, version, outcome=o,
-                    precision=precision, check=mode)
+                    precision=precision, check=mode, flags=flags)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, store
+from harness import __version__, runfiles, store
 from harness.adapters import registry
 from harness.config import Config
 from harness.plan import Key, group_cells, parse_shard, plan, row_key, shard_of
@@ -52,29 +52,29 @@ class Source:
 
 def read_source(folder: Path) -> Source:
     """A finished verify folder: its config, record, run.json and rows."""
-    for name in (store.CONFIG_FILE, store.FINAL_FILE, store.META_FILE):
+    for name in (runfiles.CONFIG_FILE, runfiles.VERIFY_FILE, runfiles.RUN_FILE):
         if not (folder / name).is_file():
-            why = (f"{store.PARTIAL_FILE} is there: the run is unfinished; finish it with "
+            why = (f"{runfiles.PARTIAL_FILE} is there: the run is unfinished; finish it with "
                    f"matmul-harness verify --resume {folder}"
-                   if (folder / store.PARTIAL_FILE).is_file()
+                   if (folder / runfiles.PARTIAL_FILE).is_file()
                    else "expected the --out folder of a finished `matmul-harness verify`")
             raise MergeError(f"{folder}: no {name}; {why}")
     cfg, record = store.load_config(folder, tuple(registry()))
     try:
-        run = json.loads((folder / store.META_FILE).read_text(encoding="utf-8"))
+        run = json.loads((folder / runfiles.RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MergeError(f"{folder / store.META_FILE}: corrupt ({exc})") from None
+        raise MergeError(f"{folder / runfiles.RUN_FILE}: corrupt ({exc})") from None
     if not isinstance(run, dict):
-        raise MergeError(f"{folder / store.META_FILE}: not a run record (a JSON object)")
+        raise MergeError(f"{folder / runfiles.RUN_FILE}: not a run record (a JSON object)")
     src = Source(folder, cfg, record, run, [])
     rows = [replace(r, machine=r.machine or src.machine)
-            for r in read_csv(folder / store.FINAL_FILE)]
+            for r in read_csv(folder / runfiles.VERIFY_FILE)]
     by_key = {c.key: c for c in plan(cfg)}
     for key, cell_rows in group_cells(rows).items():
         bad = store.mismatch(cell_rows, by_key.get(key))
         if bad:
-            raise MergeError(f"{folder / store.FINAL_FILE}: {bad}; it does not hold the "
-                             f"results of {folder / store.CONFIG_FILE}")
+            raise MergeError(f"{folder / runfiles.VERIFY_FILE}: {bad}; it does not hold the "
+                             f"results of {folder / runfiles.CONFIG_FILE}")
     return replace(src, rows=rows)
 
 
@@ -178,8 +178,8 @@ def merge(folders: Sequence[Path], out: Path, *, prefer: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     with store.claim(out):
         store.prepare_fresh(out, force)
-        write_csv(rows, out / store.FINAL_FILE)
-        atomic_write(out / store.META_FILE, json.dumps(_meta(sources, missing, prefer),
+        write_csv(rows, out / runfiles.VERIFY_FILE)
+        atomic_write(out / runfiles.RUN_FILE, json.dumps(_meta(sources, missing, prefer),
                                                        indent=2) + "\n")
     return rows, missing
 

@@ -34,6 +34,7 @@ from harness.mesh import LAYOUTS, QUANTITIES, MeshCell, MeshConfig, bound_params
 from harness.mesh_worker import MeshJob
 from harness.reference import reference
 from harness.results import Row
+from harness.runfiles import VERIFY_FILE
 
 STARTUP_TIMEOUT_S = 300.0  # importing a framework, starting P ranks on a busy machine
 NAN = float("nan")
@@ -240,11 +241,11 @@ def command(*, config: str | None, out_dir: Path, frameworks: Sequence[str] = ()
     try:
         rows += verify(cfg, [c for c in cells if installed(c.framework)], limit, done)
     except KeyboardInterrupt:  # the groups are killed on the way out; keep what finished
-        write_csv(rows + done, out_dir / "verify.csv")
+        write_csv(rows + done, out_dir / VERIFY_FILE)
         print(f"matmul-harness: interrupted; the finished cells are in {out_dir / 'verify.csv'}",
               file=sys.stderr)
         return 130
-    write_csv(rows, out_dir / "verify.csv")
+    write_csv(rows, out_dir / VERIFY_FILE)
     print(matrix(rows))
     for line in problems(rows):
         print(line)

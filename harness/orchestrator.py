@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,12 @@ class _Worker:
 _Queued = tuple[str, str, type[Adapter], list[tuple[Task, Cell]]]
 
 
+# Frameworks run at once, one worker each, wherever the count is not given (`verify
+# --jobs`, `make run`, library calls): up to 4, never more than the cores. On 2 cores both
+# workers and the reference threads already share the machine.
+DEFAULT_JOBS: int = min(4, os.cpu_count() or 1)
+
+
 @dataclass
 class Runner:
     """Runs planned cells through workers; `on_rows` sees each cell's rows as it finishes."""
@@ -122,7 +128,7 @@ class Runner:
     config: Config
     on_rows: Callable[[list[Row]], None]
     progress: Progress | None = None
-    jobs: int = 2
+    jobs: int = DEFAULT_JOBS
     cell_timeout: float = CELL_TIMEOUT_S
     total_timeout: float | None = None
     done_before: int = 0  # cells finished by an earlier, interrupted run (resume)
@@ -267,17 +273,17 @@ class Runner:
                 self._refs.threads = max(1, _cores() - sum(1 for a in active if a.pending))
                 rows = judge(cell, unspill(msg["outputs"]), msg["errors"], w.adapter,
                              msg["precision"], w.version, self.config.seed, self._refs,
-                             self.config.check)
+                             self.config.check, flags=w.flags)
             except Exception as exc:  # e.g. MemoryError building a huge reference
                 rows = uniform_rows(cell, "error", "harness could not check the results: "
                                    f"{describe(exc)}", w.version, w.adapter,
-                                   msg["precision"])
+                                   msg["precision"], flags=w.flags)
         else:
             rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
-                                msg["precision"])
+                                msg["precision"], flags=w.flags)
             # e.g. no GPU: the reference this cell was counted for is needed once less
             self._refs.release(cell.case, cell.dtype, check_of(cell, self.config.check))
-        self._emit([replace(r, precision_flags=w.flags) for r in rows], w.framework)
+        self._emit(rows, w.framework)
         self._prefetch(w)
         if not w.pending:
             self._stop(w)
@@ -356,7 +362,7 @@ def verify(
     config: Config,
     *,
     progress: Progress | None = None,
-    jobs: int = 2,
+    jobs: int = DEFAULT_JOBS,
     cell_timeout: float = CELL_TIMEOUT_S,
     total_timeout: float | None = None,
 ) -> list[Row]:

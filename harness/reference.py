@@ -29,11 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.cases import Inputs, Tangents
+from harness.dtypes import widen
+from harness.runfiles import QUANTITIES as ALL_QUANTITIES
 
-QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW")  # the forward product and its gradients
+QUANTITIES: tuple[str, ...] = ALL_QUANTITIES[:3]  # the forward product and its gradients
 # Forward mode `dY = tX·W + X·tW`; the adjoint identity ⟨G, J·v⟩ = ⟨Jᴴ·G, v⟩ between a
 # framework's own JVP and VJP; the second-order `d/dW Re⟨dX, V⟩ = Vᴴ·G`.
-EXTRA_QUANTITIES: tuple[str, ...] = ("dY", "adjoint", "d2W")
+EXTRA_QUANTITIES: tuple[str, ...] = ALL_QUANTITIES[3:]
 
 
 def _mH(a: np.ndarray) -> np.ndarray:
@@ -143,9 +145,7 @@ def terms(quantity: str, inputs: Inputs, tangents: Tangents | None = None) -> Te
 PRODUCTS: tuple[str, ...] = ("Y", "dX", "dW", "dY", "d2W")  # the quantities with a formula
 
 
-def _hi(a: np.ndarray) -> np.ndarray:
-    """`a` in float64 or complex128 (no copy when it already is)."""
-    return np.asarray(a, dtype=np.complex128 if a.dtype.kind == "c" else np.float64)
+_hi = widen  # `a` in float64 or complex128 (no copy when it already is)
 
 
 def _reduce(parts: Iterable[np.ndarray], shape: Sequence[int]) -> np.ndarray:

@@ -33,6 +33,7 @@ from harness.cases import Case, Inputs, make_inputs
 from harness.config import ConfigError
 from harness.dtypes import get
 from harness.results import ResultsFileError, Row, read_csv
+from harness.runfiles import RUN_FILE, VERIFY_FILE
 from harness.system import RECORDED_ENV
 
 INLINE_BYTES = 256 * 1024  # larger inputs are regenerated from the seed (K = 65536 cases)
@@ -65,7 +66,7 @@ def command(result_dir: str, case: str, framework: str, dtype: str, device: str)
 
 def find_cell(result_dir: Path, case: str, framework: str, dtype: str, device: str) -> Cell:
     """The cell's rows and run facts from a verify output folder; ReproError if absent."""
-    csv_path = result_dir / "verify.csv"
+    csv_path = result_dir / VERIFY_FILE
     if not csv_path.is_file():
         raise ReproError(f"{result_dir}: no verify.csv; expected a folder written by "
                          "matmul-harness verify --out DIR")
@@ -85,7 +86,7 @@ def find_cell(result_dir: Path, case: str, framework: str, dtype: str, device: s
     r = rows[0]
     shape = Case(case, _shape(r.x_shape), _shape(r.w_shape))
     run: dict[str, Any] = {}
-    run_path = result_dir / "run.json"
+    run_path = result_dir / RUN_FILE
     if run_path.is_file():
         run = json.loads(run_path.read_text(encoding="utf-8"))
     env = (run.get("system") or {}).get("env") or {}

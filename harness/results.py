@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import runfiles
+
 STATUSES: tuple[str, ...] = ("pass", "fail", "skip", "error")
 
 
@@ -28,7 +30,7 @@ class Row:
     case: str
     x_shape: str  # "5x7"; "" for a 0-D shape never occurs (0-D operands are rejected)
     w_shape: str
-    quantity: str  # Y, dX or dW
+    quantity: str  # one of runfiles.QUANTITIES: Y, dX, dW, dY, adjoint, d2W
     status: str  # pass, fail, skip or error
     reason: str  # why it failed, was skipped or errored; empty on pass
     max_abs_err: float  # max |got - ref| over the elements (NaN when not compared)
@@ -52,8 +54,7 @@ class Row:
     @property
     def label(self) -> str:
         """`framework:device`, with `:default` for the as-shipped precision mode."""
-        mode = "" if self.precision_mode == "pinned" else f":{self.precision_mode}"
-        return f"{self.framework}:{self.device}{mode}"
+        return runfiles.label(self.framework, self.device, self.precision_mode)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))

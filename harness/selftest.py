@@ -31,9 +31,19 @@ import numpy as np
 
 from harness.cases import Case, Inputs, make_inputs
 from harness.checks import BIAS_DTYPES, check
-from harness.dtypes import DTYPES, DType, get
-from harness.reference import matmul_vjp, reference
+from harness.dtypes import DTYPES, DType, get, widen
+from harness.reference import QUANTITIES, matmul_grads, matmul_vjp, reference
 from harness.results import atomic_write
+from harness.runfiles import (
+    CONTROL,
+    DETECTION_COLUMNS,
+    FD_COLUMNS,
+    SELFTEST_FD_FILE,
+    SELFTEST_FILE,
+    Detection,
+    FDResult,
+    is_control,
+)
 from harness.tolerance import params
 
 LOW = BIAS_DTYPES
@@ -48,10 +58,6 @@ OUTER = Case("outer_k1", (64, 1), (1, 64))
 VECTOR = Case("x_1d", (2048,), (2048, 2))
 BROADCAST_8D = Case("broadcast_8d", (2, 2, 2, 2, 2, 2, 8, 8), (8, 8))
 SCALAR = Case("one_element", (1, 1), (1, 1))
-
-
-def _wide(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, np.complex128 if a.dtype.kind == "c" else np.float64)
 
 
 def _narrow(dtype: DType) -> np.dtype[np.generic]:
@@ -72,7 +78,7 @@ def _round(a: np.ndarray, acc: np.dtype[np.generic]) -> np.ndarray:
 
 def _low_accumulation(i: Inputs, d: DType) -> np.ndarray:
     """X @ W summed one k at a time, each partial sum rounded to a narrower type."""
-    x, w, acc = _wide(i.x), _wide(i.w), _narrow(d)
+    x, w, acc = widen(i.x), widen(i.w), _narrow(d)
     total = np.zeros((x.shape[0], w.shape[1]), dtype=np.result_type(x, w))
     for k in range(x.shape[1]):
         total = _round(total + np.outer(x[:, k], w[k]), acc)
@@ -93,13 +99,37 @@ class Bug:
 
 
 def _dx(i: Inputs, d: DType | None = None) -> np.ndarray:
-    return matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[1]
+    return matmul_vjp(widen(i.x), widen(i.w), widen(i.g))[1]
 
 
 def _exact(quantity: str, factor: float = 1.0) -> Callable[[Inputs, DType], np.ndarray]:
     """The correct `quantity`, times `factor`, before its one rounding to the dtype."""
-    index = ("Y", "dX", "dW").index(quantity)
-    return lambda i, d: matmul_vjp(_wide(i.x), _wide(i.w), _wide(i.g))[index] * factor
+    index = QUANTITIES.index(quantity)  # matmul_vjp's (Y, dX, dW)
+    return lambda i, d: matmul_vjp(widen(i.x), widen(i.w), widen(i.g))[index] * factor
+
+
+# The wrong gradients, each the reference's formula applied to the wrong operands, so that no
+# product is written here (docs/architecture.md: the formulas live in harness.reference).
+def _missing_transpose(i: Inputs, d: DType) -> np.ndarray:
+    """G·W̄ (square W): the reference's G·Vᴴ with V = Wᵀ."""
+    return matmul_grads(widen(i.x), np.swapaxes(widen(i.w), -1, -2), widen(i.g))[0]
+
+
+def _missing_conjugation(i: Inputs, d: DType) -> np.ndarray:
+    """G·Wᵀ: the reference's G·Vᴴ with V = W̄."""
+    return matmul_grads(widen(i.x), widen(i.w).conj(), widen(i.g))[0]
+
+
+def _partial_reduction(i: Inputs, d: DType) -> np.ndarray:
+    """dW of batch 0 alone: the reference's dW of X[0] @ W."""
+    return matmul_grads(widen(i.x[0]), widen(i.w), widen(i.g[0]))[1]
+
+
+def _missing_reduction(i: Inputs, d: DType) -> np.ndarray:
+    """dW per batch, never summed: the reference's dW of a W that is not broadcast."""
+    x = widen(i.x)
+    w = np.broadcast_to(widen(i.w), (*x.shape[:-2], *i.w.shape))
+    return matmul_grads(x, w, widen(i.g))[1]
 
 
 def _hard(case: Case, quantity: str, what: str, rounded: bool = False) -> tuple[Bug, Bug]:
@@ -114,25 +144,25 @@ def _hard(case: Case, quantity: str, what: str, rounded: bool = False) -> tuple[
     )
 
 
-CONTROL = "none (control)"  # the correct result, rounded: its detections are false alarms
-
-
 BUGS: tuple[Bug, ...] = (
     Bug(CONTROL, "the correct result, rounded to the dtype: must not be flagged",
         "dX", SQUARE, lambda d: True, _dx, False),
     Bug("missing transpose", "dX = G·W instead of G·Wᴴ, with a square W", "dX", SQUARE,
-        lambda d: True, lambda i, d: _wide(i.g) @ _wide(i.w).conj(), True),
-    Bug("missing conjugation", "dX = G·Wᵀ instead of G·Wᴴ (tensorflow#378, pytorch#55754)",
-        "dX", SQUARE, lambda d: d.is_complex, lambda i, d: _wide(i.g) @ _wide(i.w).T, True),
-    Bug("partial broadcast reduction", "dW of a broadcast W from batch 0 only (warp#147)",
-        "dW", BROADCAST, lambda d: True,
-        lambda i, d: _wide(i.x[0]).conj().T @ _wide(i.g[0]), True),
-    Bug("missing broadcast reduction", "dW of a broadcast W left per batch (tfjs#8721)",
-        "dW", BROADCAST, lambda d: True,
-        lambda i, d: np.swapaxes(_wide(i.x), -1, -2).conj() @ _wide(i.g), True),
+        lambda d: True, _missing_transpose, True),
+    Bug("missing conjugation", "dX = G·Wᵀ instead of G·Wᴴ "
+        "(https://github.com/tensorflow/tensorflow/issues/378, "
+        "https://github.com/pytorch/pytorch/issues/55754)",
+        "dX", SQUARE, lambda d: d.is_complex, _missing_conjugation, True),
+    Bug("partial broadcast reduction", "dW of a broadcast W from batch 0 only "
+        "(https://github.com/NVIDIA/warp/issues/147)", "dW", BROADCAST, lambda d: True,
+        _partial_reduction, True),
+    Bug("missing broadcast reduction", "dW of a broadcast W left per batch "
+        "(https://github.com/tensorflow/tfjs/issues/8721)", "dW", BROADCAST, lambda d: True,
+        _missing_reduction, True),
     Bug("low-precision accumulation",
         "Y accumulated in a narrower type (float16/bfloat16 in themselves, float32 in "
-        "bfloat16, float64 in float32; pytorch#116870)", "Y", LONG_K, lambda d: True,
+        "bfloat16, float64 in float32; https://github.com/pytorch/pytorch/issues/116870)",
+        "Y", LONG_K, lambda d: True,
         _low_accumulation, True),
     Bug("scaling by 1+1e-3", "dX off by a relative 1e-3: below one ulp of float16/bfloat16",
         "dX", SQUARE, lambda d: True, lambda i, d: _dx(i) * (1 + 1e-3), False),
@@ -144,26 +174,18 @@ BUGS: tuple[Bug, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Detection:
-    bug: str
-    dtype: str
-    trials: int
-    detected: int
-    median_ratio: float  # the per-element test's max |err|/bound (NaN: caught on shape)
-    median_bias_z: float  # |β - β₀| / limit of the bias test (float16/bfloat16 only)
-    applies: bool
-
-    @property
-    def label(self) -> str:
-        return f"{self.detected}/{self.trials}" if self.applies else "n/a"
+def detection(bug: Bug, dtype: str, trials: int, detected: int, median_ratio: float,
+              median_bias_z: float, applies: bool) -> Detection:
+    """The selftest.csv record of `bug` in `dtype`: counts plus what the catalogue says."""
+    return Detection(bug.name, bug.what, bug.quantity, bug.case.label, dtype, applies, trials,
+                     detected, required(bug, dtype), median_ratio, median_bias_z)
 
 
 def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
     """Run `bug` over `trials` seeds; count the seeds where the checker reports fail."""
     nan = float("nan")
     if not bug.applies(dtype):
-        return Detection(bug.name, dtype.name, 0, 0, nan, nan, False)
+        return detection(bug, dtype.name, 0, 0, nan, nan, False)
     hits, ratios, zs = 0, [], []
     p = params(bug.quantity, bug.case.geometry, rounded_partials=bug.rounded_partials)
     for seed in range(trials):
@@ -176,7 +198,7 @@ def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
         hits += o.status == "fail" or biased
         ratios.append(o.ratio)
         zs.append(o.bias_z if dtype.name in LOW else nan)
-    return Detection(bug.name, dtype.name, trials, hits, _median(ratios), _median(zs), True)
+    return detection(bug, dtype.name, trials, hits, _median(ratios), _median(zs), True)
 
 
 def _median(values: list[float]) -> float:
@@ -189,7 +211,7 @@ def sensitivity(trials: int = 10) -> list[Detection]:
 
 
 def required(bug: Bug, dtype: str) -> bool:
-    """Whether the issue's bar says `bug` must be caught in `dtype` (every time)."""
+    """Whether `bug` must be caught in `dtype` every time (docs/numerics.md's bar)."""
     if is_control(bug.name) or bug.shown_only:
         return False
     if bug.structural:
@@ -200,43 +222,17 @@ def required(bug: Bug, dtype: str) -> bool:
 
 def verdict(results: list[Detection]) -> list[str]:
     """What fell short: a required detection below 100%, or any false alarm."""
-    by_name = {b.name: b for b in BUGS}
     problems = []
     for r in results:
         if not r.applies:
             continue
-        if is_control(r.bug) and r.detected:
+        if r.control and r.detected:
             problems.append(f"false alarm: the correct {r.dtype} result flagged "
                             f"{r.detected}/{r.trials} times")
-        elif required(by_name[r.bug], r.dtype) and r.detected < r.trials:
+        elif r.required and r.detected < r.trials:
             problems.append(f"{r.bug} in {r.dtype} caught only {r.detected}/{r.trials}")
     return problems
 
-
-@dataclass(frozen=True)
-class FDResult:
-    case: str
-    dtype: str
-    quantity: str
-    max_rel_err: float
-    passed: bool
-    evaluations: int
-
-
-# The files `write` produces; the report reads them by these names and headers.
-SELFTEST_FILE, SELFTEST_FD_FILE = "selftest.csv", "selftest_fd.csv"
-DETECTION_COLUMNS: tuple[str, ...] = (
-    "bug", "description", "quantity", "case", "dtype", "applies", "trials", "detected",
-    "detection_rate", "required", "median_ratio", "median_bias_z",
-)
-FD_COLUMNS: tuple[str, ...] = (
-    "case", "dtype", "quantity", "max_rel_err", "passed", "evaluations",
-)
-
-
-def is_control(bug: str) -> bool:
-    """Whether `bug` names a control row (the correct result, on some case)."""
-    return bug.startswith(CONTROL)
 
 FD_MAX_ELEMENTS = 400  # finite differences cost two loss evaluations per input element
 FD_TOLERANCE = 1e-9
@@ -256,7 +252,8 @@ def finite_differences(case: Case, complex_: bool, seed: int = 0) -> list[FDResu
     steps = (1.0, 1j) if complex_ else (1.0,)
 
     def loss(x_: np.ndarray, w_: np.ndarray) -> float:
-        return float(np.real(np.sum(np.conj(g) * np.matmul(x_, w_))))
+        y = matmul_vjp(x_, w_, g)[0]  # the forward alone is needed; the cases are tiny
+        return float(np.real(np.sum(np.conj(g) * y)))
 
     out = []
     for name, arr, grad in (("dX", x, dx), ("dW", w, dw)):
@@ -298,15 +295,13 @@ def table(results: list[Detection]) -> str:
 
 def write(results: list[Detection], fd: list[FDResult], out_dir: Path) -> None:
     """selftest.csv (detections) and selftest_fd.csv (reference vs finite differences)."""
-    by_name = {b.name: b for b in BUGS}
     det = io.StringIO()
     w = csv.writer(det, lineterminator="\n")
     w.writerow(DETECTION_COLUMNS)
     for r in results:
-        b = by_name[r.bug]
         rate = r.detected / r.trials if r.trials else float("nan")
-        w.writerow([r.bug, b.what, b.quantity, b.case.label, r.dtype, r.applies, r.trials,
-                    r.detected, f"{rate:.3g}", required(b, r.dtype), f"{r.median_ratio:.4g}",
+        w.writerow([r.bug, r.description, r.quantity, r.case, r.dtype, r.applies, r.trials,
+                    r.detected, f"{rate:.3g}", r.required, f"{r.median_ratio:.4g}",
                     f"{r.median_bias_z:.4g}"])
     atomic_write(out_dir / SELFTEST_FILE, det.getvalue())
     fdt = io.StringIO()

@@ -18,26 +18,24 @@ from harness.cases import Case, make_inputs
 from harness.dtypes import DTYPES, DType
 from harness.refcache import References
 from harness.results import atomic_write
+from harness.runfiles import SAMPLED_COLUMNS, SAMPLED_FILE, Detection
 from harness.sampled import check_sampled
-from harness.selftest import BUGS, LOW, Bug, Detection, is_control, required
+from harness.selftest import BUGS, LOW, Bug, detection
 from harness.tolerance import params
 
-SAMPLED_FILE = "selftest_sampled.csv"
 # the selftest's shapes scaled up: a few hundred rows, of which the check samples ~40
 LARGE: dict[str, Case] = {
     "square": Case("square_large", (256, 256), (256, 256)),
     "broadcast_w": Case("broadcast_w_large", (4, 160, 160), (160, 160)),
     "long_k": Case("long_k_large", (130, 2048), (2048, 130)),
 }
-COLUMNS: tuple[str, ...] = ("bug", "quantity", "case", "dtype", "applies", "trials",
-                            "detected", "required")
 
 
 def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
     """`bug` over `trials` seeds through the sampled check (and the bias test)."""
     nan = float("nan")
     if not bug.applies(dtype):
-        return Detection(bug.name, dtype.name, 0, 0, nan, nan, False)
+        return detection(bug, dtype.name, 0, 0, nan, nan, False)
     hits = 0
     p = params(bug.quantity, bug.case.geometry, rounded_partials=False)
     for seed in range(trials):
@@ -46,7 +44,7 @@ def detect(bug: Bug, dtype: DType, trials: int) -> Detection:
         got = bug.value(inputs, dtype).astype(dtype.numpy)
         o = check_sampled(bug.quantity, got, ref.samples[bug.quantity], dtype, p)
         hits += o.status == "fail" or (dtype.name in LOW and o.status == "pass" and o.biased)
-    return Detection(bug.name, dtype.name, trials, hits, nan, nan, True)
+    return detection(bug, dtype.name, trials, hits, nan, nan, True)
 
 
 def sensitivity(trials: int, large: bool) -> list[tuple[Bug, Detection]]:
@@ -75,10 +73,10 @@ def problems(results: list[tuple[Bug, Detection]]) -> list[str]:
     for b, r in results:
         if not r.applies:
             continue
-        if is_control(r.bug) and r.detected:
+        if r.control and r.detected:
             out.append(f"sampled check: false alarm on the correct {r.dtype} result at "
                        f"{b.case.label} ({r.detected}/{r.trials})")
-        elif required(b, r.dtype) and r.detected < r.trials:
+        elif r.required and r.detected < r.trials:
             out.append(f"sampled check: {r.bug} in {r.dtype} at {b.case.label} caught only "
                        f"{r.detected}/{r.trials}")
     return out
@@ -87,10 +85,10 @@ def problems(results: list[tuple[Bug, Detection]]) -> list[str]:
 def write(results: list[tuple[Bug, Detection]], out_dir: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for b, r in results:
-        w.writerow([r.bug, b.quantity, b.case.label, r.dtype, r.applies, r.trials, r.detected,
-                    required(b, r.dtype)])
+    w.writerow(SAMPLED_COLUMNS)
+    for _, r in results:
+        w.writerow([r.bug, r.quantity, r.case, r.dtype, r.applies, r.trials, r.detected,
+                    r.required])
     atomic_write(out_dir / SAMPLED_FILE, buf.getvalue())
 
 

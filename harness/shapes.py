@@ -7,6 +7,7 @@ and the benchmarks map them back with `parse_shape`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -128,6 +129,7 @@ DEEPBENCH_SUITE: tuple[str, ...] = (
 )
 
 _SHAPE_RE = re.compile(r"([1-9][0-9]*)x([1-9][0-9]*)x([1-9][0-9]*)")
+_DIMS_RE = re.compile(r"[1-9][0-9]*(x[1-9][0-9]*){2,3}")  # MxKxN, or BxMxKxN batched
 
 
 class ShapeIdError(ValueError):
@@ -150,19 +152,23 @@ def parse_shape(shape: str) -> tuple[int, int, int]:
     return m, k, n
 
 
-def flops(shape: str, pass_: str) -> int:
-    """Floating-point operations of one pass: 2*M*K*N per product (real dtypes)."""
+def shape_dims(shape: str) -> tuple[int, ...]:
+    """`(M, K, N)`, or `(B, M, K, N)` for a batched id (asv results may carry one)."""
+    if not isinstance(shape, str) or _DIMS_RE.fullmatch(shape) is None:
+        raise ShapeIdError(f"shape id {shape!r} is not of the form MxKxN (or BxMxKxN) with "
+                           "positive integers (e.g. '1024x1024x1024')")
+    return tuple(int(v) for v in shape.split("x"))
+
+
+def flops(shape: str, pass_: str, dtype: str = "float32") -> int:
+    """Real floating-point operations of one pass: 2*M*K*N per product (times the batch).
+
+    A complex multiply-add is 8 real operations (4 multiplications, 4 additions) where a
+    real one is 2, so complex dtypes count 4x: GFLOP/s then compare across dtypes and
+    against a real peak, the convention of vendor GEMM benchmarks (cuBLAS, MKL).
+    """
     if pass_ not in PASS_PRODUCTS:
         raise ValueError(f"unknown pass {pass_!r}; allowed: {', '.join(PASSES)}")
-    m, k, n = parse_shape(shape)
-    return PASS_PRODUCTS[pass_] * 2 * m * k * n
+    per_product = 2 * math.prod(shape_dims(shape))
+    return PASS_PRODUCTS[pass_] * per_product * (4 if dtype.startswith("complex") else 1)
 
-
-def deepbench_ids() -> tuple[str, ...]:
-    """The distinct products of DeepBench's training GEMMs, in first-seen order."""
-    return tuple(dict.fromkeys(g.shape_id for g in DEEPBENCH))
-
-
-def deepbench_gemms(shape: str) -> tuple[DeepBenchGemm, ...]:
-    """The DeepBench entries (role, layer sizes) whose product is `shape`."""
-    return tuple(g for g in DEEPBENCH if g.shape_id == shape)

@@ -34,19 +34,25 @@ from typing import Any
 from harness import __version__
 from harness.config import Config, ConfigError, parse
 from harness.plan import Cell, Key, row_key
-from harness.results import COLUMNS, REQUIRED_COLUMNS, STATUSES, ResultsFileError, Row, atomic_write
-from harness.selftest import SELFTEST_FD_FILE, SELFTEST_FILE
+from harness.results import (
+    COLUMNS,
+    REQUIRED_COLUMNS,
+    STATUSES,
+    ResultsFileError,
+    Row,
+    atomic_write,
+    write_csv,
+)
+from harness.runfiles import (  # the folder's files, named once for writers and readers
+    CONFIG_FILE,
+    LOCK_FILE,
+    PARTIAL_FILE,
+    RUN_FILE,
+    RUN_FILES,
+    VERIFY_FILE,
+)
+from harness.system import system_info
 
-CONFIG_FILE = "config.json"
-PARTIAL_FILE = "verify.partial.jsonl"
-FINAL_FILE = "verify.csv"
-META_FILE = "run.json"
-LOCK_FILE = ".matmul-harness.lock"
-REPORT_FILES = ("report.html", "report.md")  # what harness.report.render writes
-# Every file a run leaves in its folder: a folder holding any of them is in use (a new run
-# needs --force, which removes exactly these, or --resume).
-RUN_FILES: tuple[str, ...] = (CONFIG_FILE, PARTIAL_FILE, FINAL_FILE, META_FILE,
-                              SELFTEST_FILE, SELFTEST_FD_FILE, *REPORT_FILES)
 FORMAT = "matmul-harness/verify-cells/2"  # /1 lines carried no run fingerprint
 _TIME = "%Y-%m-%dT%H:%M:%S%z"
 _RUN_KEY = "run"  # config.json's record of the run itself, beside the config keys
@@ -227,11 +233,11 @@ class CellLog:
         """Start the log afresh holding `kept` (written atomically), then append to it."""
         self.path = out_dir / PARTIAL_FILE
         self.run = run
-        atomic_write(self.path, "".join(line(rows, run) for rows in kept.values()))
+        atomic_write(self.path, "".join(log_line(rows, run) for rows in kept.values()))
         self._f = self.path.open("a", encoding="utf-8")
 
     def append(self, rows: Sequence[Row]) -> None:
-        self._f.write(line(rows, self.run))
+        self._f.write(log_line(rows, self.run))
         self._f.flush()
         os.fsync(self._f.fileno())  # survives machine loss, not only kill -9
 
@@ -242,10 +248,37 @@ class CellLog:
             self._f.close()
 
 
-def line(rows: Sequence[Row], run: str) -> str:
+def log_line(rows: Sequence[Row], run: str) -> str:
     """One cell's record in the partial log: a single JSON line, tagged with its run."""
     return json.dumps({"format": FORMAT, "run": run, "cell": list(row_key(rows[0])),
                        "rows": [dataclasses.asdict(x) for x in rows]}) + "\n"
+
+
+def write_rows(out_dir: Path, rows: Sequence[Row]) -> None:
+    """verify.csv, atomically: the run's rows, in plan order."""
+    write_csv(rows, out_dir / VERIFY_FILE)
+
+
+def write_run(out_dir: Path, cfg: Config, rows: Sequence[Row], started: float,
+              record: RunRecord) -> None:
+    """run.json, atomically: what ran, where, with which framework versions and modes."""
+    versions = {r.framework: r.framework_version for r in rows if r.framework_version}
+    precisions = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
+    meta = {
+        "harness_version": __version__,
+        "config": cfg.source,
+        "seed": cfg.seed,
+        "fingerprint": record.fingerprint,
+        "shard": record.shard,  # "I/N", or "" for the whole plan
+        "cells_fingerprint": cells_fingerprint(cfg),  # runs that `merge` may combine
+        "started": record.started,  # the run's first start, kept across resumes
+        "resumed": list(record.resumed),
+        "wall_s": round(time.time() - started, 3),  # the last session's
+        "framework_versions": versions,
+        "precision_modes": precisions,
+        "system": system_info(),
+    }
+    atomic_write(out_dir / RUN_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def read_cells(out_dir: Path, run: str, cells: Sequence[Cell]) -> dict[Key, list[Row]]:

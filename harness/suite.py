@@ -11,7 +11,6 @@ Nothing here imports asv or a framework: `benchmarks/` imports this module (thro
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 
 from harness import dtypes, shapes
 from harness.adapters import BUILTIN, names
-from harness.config import ConfigError, read_yaml
+from harness.config import ConfigError, check_keys, name_list, read_yaml
 
 # The built-in frameworks, which the default selections time; `frameworks()` is every
 # registered one, plugins included, which the grid holds and a bench config may name.
@@ -174,36 +173,13 @@ _TOP_KEYS = ("frameworks", "passes", "kinds", "threads", "cpu", "gpu")
 _DEVICE_KEYS = ("dtypes", "shapes")
 
 
-def _hint(got: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(got, list(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _names(value: Any, key: str, allowed: Sequence[str], src: str,
            groups: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise BenchError(f"{src}: {key} must be a non-empty list drawn from "
-                         f"{', '.join(allowed)}; received {value!r}")
-    out: list[str] = []
-    for item in value:
-        if groups and item in groups:
-            out.extend(groups[item])
-        elif item in allowed:
-            out.append(item)
-        else:
-            names = [*(groups or {}), *allowed]
-            raise BenchError(f"{src}: {key}: unknown value {item!r}{_hint(str(item), names)}; "
-                             f"allowed: {', '.join(names)}")
-    return tuple(dict.fromkeys(out))
+    return name_list(value, key, allowed, src, groups, error=BenchError)
 
 
 def _keys(data: dict[Any, Any], allowed: Sequence[str], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r}{_hint(str(key), allowed)}; "
-                             f"allowed: {', '.join(allowed)}")
+    check_keys(data, allowed, where, error=BenchError)
 
 
 def _device(data: Any, name: str, src: str) -> DeviceSelection:

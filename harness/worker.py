@@ -36,9 +36,14 @@ from harness.errors import describe
 from harness.spill import spill
 
 # Set before the framework is imported; a user's own setting wins (environment inherited).
-ENV_DEFAULTS: dict[str, str] = {
+# GPU memory taken as needed, not grabbed at start: the benchmarks set these too
+# (benchmarks/common.py), where several frameworks share one process and one GPU.
+GPU_MEMORY_ENV: dict[str, str] = {
     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX would grab 75% of GPU memory
     "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow likewise
+}
+ENV_DEFAULTS: dict[str, str] = {
+    **GPU_MEMORY_ENV,
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TF's start-up chatter drowns the errors we keep
     # Idle OpenMP threads (torch's) spin by default, stealing the cores that the other
     # workers and the orchestrator need: measured 3-4x slower runs on 2 cores.

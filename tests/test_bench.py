@@ -20,21 +20,21 @@ from typing import Any
 import pytest
 
 from benchmarks import common
-from harness import bench, shapes
+from harness import bench, shapes, suite
 
 ROOT = Path(__file__).resolve().parents[1]
 ASV = [sys.executable, "-m", "asv"]  # asv of this interpreter's environment
 SUITE = ("accuracy", "matmul", "memory")
 
 
-def asv_names(g: bench.Grid, method: str) -> list[str]:
+def asv_names(g: suite.Grid, method: str) -> list[str]:
     """Names as asv matches `--bench` regexes: `module.Class.method('a', 'b', ...)`."""
     return [f"{g.name}.{method}({', '.join(map(repr, combo))})"
             for combo in itertools.product(*g.params)]
 
 
 def selected(regexes: list[str]) -> set[str]:
-    names = {n for g in bench.GRIDS for m in g.methods for n in asv_names(g, m)}
+    names = {n for g in suite.GRIDS for m in g.methods for n in asv_names(g, m)}
     return {n for n in names if any(re.search(r, n) for r in regexes)}
 
 
@@ -56,17 +56,18 @@ def test_benchmark_classes_carry_the_grid_of_harness_bench() -> None:
 
     modules = {"matmul": benchmarks.matmul, "accuracy": benchmarks.accuracy,
                "memory": benchmarks.memory}  # versions.Installed: no grid (tests/test_tracking)
-    for g in bench.GRIDS:
+    for g in suite.GRIDS:
         module, cls_name = g.name.split(".")
         cls = getattr(modules[module], cls_name)
         assert cls.params == g.params
         assert cls.param_names == g.param_names
-        assert cls.version == "1"  # tracked long-term: an explicit version (asv#1218)
+        assert cls.version == "1"  # tracked long-term: an explicit version
+        # (https://github.com/airspeed-velocity/asv/issues/1218)
         for m in g.methods:
             assert callable(getattr(cls, m))
         if g.kind == "time":
             assert cls.param_names == ["framework", "device", "dtype", "shape", "pass"]
-    values = {v for g in bench.GRIDS for v in g.params[3]}
+    values = {v for g in suite.GRIDS for v in g.params[3]}
     assert all(common.case(v).geometry for v in values)  # readable string ids, never tuples
 
 
@@ -93,7 +94,7 @@ def test_cells_outside_the_selection_or_without_gpu_are_na_before_any_import() -
         "print(sorted(m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules))\n"
     )
     env = {**os.environ, "PATH": "/nonexistent"}  # no nvidia-smi: no GPU
-    env.pop(bench.SELECTION_ENV, None)
+    env.pop(suite.SELECTION_ENV, None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True, env=env)
     lines = out.stdout.strip().splitlines()
@@ -163,7 +164,7 @@ def test_calls_per_sample_fill_about_twenty_milliseconds() -> None:
 # --- the selection (config) ------------------------------------------------------------------
 
 def test_default_selection_plans_exactly_its_cells_on_a_cpu_only_machine() -> None:
-    regexes, notes = bench.plan(bench.DEFAULT, gpu=False)
+    regexes, notes = bench.plan(suite.DEFAULT, gpu=False)
     got = selected(regexes)
     square = {n for n in got if n.startswith("matmul.Square.")}
     assert len(square) == 4 * 2 * 3 * 3  # frameworks x {float32, float64} x shapes x passes
@@ -180,7 +181,7 @@ def test_default_selection_plans_exactly_its_cells_on_a_cpu_only_machine() -> No
 
 
 def test_plan_skips_what_a_framework_cannot_do_and_keeps_gpu_cells_with_a_gpu() -> None:
-    sel = bench.parse_selection({"gpu": {"dtypes": ["bfloat16"], "shapes": ["deepbench"]},
+    sel = suite.parse_selection({"gpu": {"dtypes": ["bfloat16"], "shapes": ["deepbench"]},
                                  "cpu": {"dtypes": ["bfloat16", "float32"],
                                          "shapes": ["64x64x64"]},
                                  "kinds": ["time"], "passes": ["forward"]}, "t.yaml")
@@ -193,18 +194,18 @@ def test_plan_skips_what_a_framework_cannot_do_and_keeps_gpu_cells_with_a_gpu() 
 
 
 def test_config_values_groups_and_defaults() -> None:
-    sel = bench.parse_selection({"frameworks": "torch", "threads": 1,
+    sel = suite.parse_selection({"frameworks": "torch", "threads": 1,
                                  "gpu": {"shapes": ["square", "16x2560x2560"]}}, "t.yaml")
     assert sel.frameworks == ("torch",)
     assert sel.threads == 1
     assert sel.cpu is None
     assert sel.gpu is not None
     assert sel.gpu.shapes == (*shapes.SQUARE, "16x2560x2560")
-    assert bench.DEFAULT.gpu is not None
-    assert sel.gpu.dtypes == bench.DEFAULT.gpu.dtypes  # a device's missing key: its default
+    assert suite.DEFAULT.gpu is not None
+    assert sel.gpu.dtypes == suite.DEFAULT.gpu.dtypes  # a device's missing key: its default
     assert sel.includes("time", "torch", "gpu", "float16", "64x64x64", "backward")
     assert not sel.includes("time", "torch", "cpu", "float32", "64x64x64", "backward")
-    again = bench.parse_selection(json.loads(sel.to_json()), "again")
+    again = suite.parse_selection(json.loads(sel.to_json()), "again")
     assert again.frameworks == sel.frameworks and again.gpu == sel.gpu
 
 
@@ -226,8 +227,8 @@ def test_config_values_groups_and_defaults() -> None:
 def test_bad_configs_are_one_line_errors_naming_key_and_allowed_values(
     data: Any, message: str
 ) -> None:
-    with pytest.raises(bench.BenchError) as err:
-        bench.parse_selection(data, "t.yaml")
+    with pytest.raises(suite.BenchError) as err:
+        suite.parse_selection(data, "t.yaml")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -243,7 +244,7 @@ def test_bench_cli_exits_2_with_one_line_on_a_bad_config_or_outside_git(
     assert out.stderr.startswith(f"matmul-harness: error: {bad}: YAML syntax error at line")
     assert len(out.stderr.strip().splitlines()) == 1
 
-    with pytest.raises(bench.BenchError, match="not a git checkout with a commit"):
+    with pytest.raises(suite.BenchError, match="not a git checkout with a commit"):
         bench.git_head(tmp_path)
     from harness import cli
 
@@ -258,8 +259,8 @@ def test_a_missing_config_is_a_bench_error_worded_as_every_config_error(tmp_path
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as expected:
         read_yaml(missing, str(missing))
-    with pytest.raises(bench.BenchError) as err:
-        bench.load_selection(missing)
+    with pytest.raises(suite.BenchError) as err:
+        suite.load_selection(missing)
     assert str(err.value) == str(expected.value)
 
 
@@ -317,12 +318,12 @@ def test_quick_asv_run_saves_finite_cpu_timings_for_every_framework(tmp_path: Pa
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
     values = cell_values(results_of(results, "test")["matmul.Square.time_matmul"])
-    for fw in bench.FRAMEWORKS:
+    for fw in suite.FRAMEWORKS:
         t = values[(fw, "cpu", "float32", "64x64x64", "forward")]
         # a finite time per call (no bound: timings are measured by benchmarks, and a test's
         # threshold would only measure how loaded the CI machine is)
         assert isinstance(t, float) and math.isfinite(t) and t > 0, (fw, t)
-    if not bench.gpu_present():
+    if not suite.gpu_present():
         assert math.isnan(values[("torch", "gpu", "float32", "64x64x64", "forward")])  # n/a
     assert values[("torch", "cpu", "float64", "64x64x64", "forward")] is not None
     assert not (ROOT / "results" / "test").exists()  # nothing written into the repo

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import store
+from harness import runfiles, store
 from harness.cli import main
 from harness.config import parse
 from harness.plan import plan
@@ -81,7 +81,7 @@ def test_every_fault_is_contained_and_named(tmp_path: Path, plugins, capsys) -> 
         assert dx[case]["status"] == status, dx[case]
         assert text in dx[case]["reason"], dx[case]["reason"]
     assert out.splitlines()[-1].endswith("errors")
-    assert not (tmp_path / "o" / store.PARTIAL_FILE).exists()
+    assert not (tmp_path / "o" / runfiles.PARTIAL_FILE).exists()
 
 
 def test_a_framework_that_cannot_start_errors_every_cell_once(tmp_path: Path, plugins,  # type: ignore[no-untyped-def]
@@ -173,7 +173,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     assert ref.wait(timeout=120) == 0, ref.communicate()
 
     proc = orchestrator("verify", "--config", str(cfg), "--out", str(cut), "--jobs", "1")
-    wait_for_cells(cut / store.PARTIAL_FILE, 5, proc)
+    wait_for_cells(cut / runfiles.PARTIAL_FILE, 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     kept = kept_cells(cut)
@@ -193,7 +193,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
     cfg.write_text(config("slow", SLOW_CASES))
     proc = orchestrator("verify", "--config", str(cfg), "--out", str(tmp_path / "o"),
                         start_new_session=True)
-    wait_for_cells(tmp_path / "o" / store.PARTIAL_FILE, 2, proc)
+    wait_for_cells(tmp_path / "o" / runfiles.PARTIAL_FILE, 2, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -217,8 +217,8 @@ def test_torn_last_line_is_run_again(tmp_path: Path, plugins, capsys) -> None:  
 
     cells = group_cells(read_csv(tmp_path / "o" / "verify.csv"))
     run = store.load_config(tmp_path / "o", ("numpy",))[1].fingerprint
-    lines = [store.line(rows, run) for rows in cells.values()]
-    (tmp_path / "o" / store.PARTIAL_FILE).write_text(lines[0] + lines[1] + lines[2][:40])
+    lines = [store.log_line(rows, run) for rows in cells.values()]
+    (tmp_path / "o" / runfiles.PARTIAL_FILE).write_text(lines[0] + lines[1] + lines[2][:40])
     (tmp_path / "o" / "verify.csv").unlink()
     assert main(["verify", "--resume", str(tmp_path / "o")]) == 0
     assert _table(tmp_path / "o" / "verify.csv") == whole
@@ -234,7 +234,7 @@ def _recorded(folder: Path) -> None:
     (lambda d: (d / "config.json").write_text("{not json"), "config.json: corrupt run config"),
     (lambda d: (d / "config.json").write_text(json.dumps({"cases": [], "x": 1})),
      "unknown key 'x'"),
-    (lambda d: (_recorded(d), (d / store.PARTIAL_FILE).write_text('{"a": 1}\n{"b": 2}\n')),
+    (lambda d: (_recorded(d), (d / runfiles.PARTIAL_FILE).write_text('{"a": 1}\n{"b": 2}\n')),
      "verify.partial.jsonl: line 1 is not a cell record of this run"),
     (lambda d: (d / "config.json").write_text(json.dumps(
         {"cases": [{"name": "a", "x": [2], "w": [2]}]})),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import store
+from harness import runfiles, store
 from harness.cli import main
 from harness.config import parse
 from harness.plan import plan
@@ -116,14 +116,14 @@ def test_resume_refuses_an_edited_config(tmp_path: Path, capsys, monkeypatch) ->
     out = tmp_path / "R"
     interrupt_after(monkeypatch, 1)
     assert verify(capsys, "--config", cfg_file(tmp_path, SMALL), "--out", str(out))[0] == 130
-    kept = (out / store.PARTIAL_FILE).read_text()
+    kept = (out / runfiles.PARTIAL_FILE).read_text()
     cfg = json.loads((out / "config.json").read_text())
     cfg["cases"][0]["x"] = [5, 4]  # same name, other shape
     (out / "config.json").write_text(json.dumps(cfg))
     code, _, err = verify(capsys, "--resume", str(out))
     assert code == 2 and one_line(err)
     assert "the config was changed after the run started" in err
-    assert (out / store.PARTIAL_FILE).read_text() == kept  # nothing lost
+    assert (out / runfiles.PARTIAL_FILE).read_text() == kept  # nothing lost
 
 
 @pytest.mark.parametrize("edit", ["shape", "run", "foreign_cell"])
@@ -132,7 +132,7 @@ def test_resume_refuses_log_rows_that_are_not_this_runs(tmp_path: Path, capsys, 
     out = tmp_path / "R"
     interrupt_after(monkeypatch, 2)
     assert verify(capsys, "--config", cfg_file(tmp_path, SMALL), "--out", str(out))[0] == 130
-    partial = out / store.PARTIAL_FILE
+    partial = out / runfiles.PARTIAL_FILE
     first, second = partial.read_text().splitlines(keepends=True)
     rec = json.loads(second)
     if edit == "shape":
@@ -155,7 +155,7 @@ def test_a_leftover_verify_csv_is_never_progress(tmp_path: Path, capsys) -> None
     assert verify(capsys, "--config", cfg_file(tmp_path, SMALL), "--out", str(out))[0] == 0
     other = parse(__import__("yaml").safe_load(OTHER), "b", ("numpy",))
     store.save_config(out, other)
-    (out / store.PARTIAL_FILE).write_text("")
+    (out / runfiles.PARTIAL_FILE).write_text("")
     assert verify(capsys, "--resume", str(out))[0] == 0
     assert {r["x_shape"] for r in read(out / "verify.csv") if r["case"] == "a"} == {"5x4"}
 
@@ -167,7 +167,7 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path: Path, capsys) -> Non
     out = tmp_path / "R"
     assert verify(capsys, "--config", cfg_file(tmp_path, SMALL), "--out", str(out))[0] == 0
     def files() -> dict[str, bytes]:  # the run's files (the lock names its last holder)
-        return {p.name: p.read_bytes() for p in out.iterdir() if p.name != store.LOCK_FILE}
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.name != runfiles.LOCK_FILE}
 
     before = files()
     code, text, err = verify(capsys, "--resume", str(out))
@@ -217,12 +217,12 @@ def test_an_interrupted_folder_is_not_overwritten_without_force(tmp_path: Path, 
     interrupt_after(monkeypatch, 3)
     assert verify(capsys, "--config", cfg, "--out", str(out))[0] == 130
     monkeypatch.undo()
-    kept = (out / store.PARTIAL_FILE).read_text()
+    kept = (out / runfiles.PARTIAL_FILE).read_text()
     assert kept.count("\n") == 3
     code, _, err = verify(capsys, "--config", cfg, "--out", str(out))
     assert code == 2 and one_line(err)
     assert "already holds a run" in err and f"--resume {out}" in err and "--force" in err
-    assert (out / store.PARTIAL_FILE).read_text() == kept
+    assert (out / runfiles.PARTIAL_FILE).read_text() == kept
 
 
 def test_force_clears_every_file_of_the_old_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -243,7 +243,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(  # type: 
     slow = cfg_file(tmp_path, config("slow", [(f"c{i}", 2) for i in range(16)]), "slow.yaml")
     out = tmp_path / "R"
     first = orchestrator(tmp_path, "verify", "--config", slow, "--out", str(out))
-    wait_for(out / store.PARTIAL_FILE, 1, first)
+    wait_for(out / runfiles.PARTIAL_FILE, 1, first)
     for argv in (["--config", cfg_file(tmp_path, SMALL), "--out", str(out), "--force"],
                  ["--resume", str(out)]):
         code, _, err = verify(capsys, *argv)
@@ -491,12 +491,10 @@ def test_a_full_disk_is_exit_3_with_the_resume_hint_and_loses_nothing(  # type: 
 
 def test_final_files_that_cannot_be_written_are_exit_3(tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
                                                        monkeypatch) -> None:
-    import harness.cli
-
     def full(*a: object, **k: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(harness.cli, "write_csv", full)
+    monkeypatch.setattr(store, "write_csv", full)  # the store writes verify.csv
     out = tmp_path / "R"
     code, _, err = verify(capsys, "--config", cfg_file(tmp_path, SMALL), "--out", str(out))
     assert code == 3 and one_line(err) and "--resume" in err
@@ -533,7 +531,7 @@ def test_sighup_stops_cleanly_like_sigterm(tmp_path: Path) -> None:
     slow = cfg_file(tmp_path, config("slow", [(f"c{i}", 2) for i in range(12)]))
     proc = orchestrator(tmp_path, "verify", "--config", slow, "--out", str(tmp_path / "o"),
                         env={"TMPDIR": str(tmp)})
-    wait_for(tmp_path / "o" / store.PARTIAL_FILE, 2, proc)
+    wait_for(tmp_path / "o" / runfiles.PARTIAL_FILE, 2, proc)
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -38,23 +38,23 @@ def test_grid_and_bench_config_take_every_registered_name(
 ) -> None:
     fake_entry_points(monkeypatch, fakeplugin="tests.fake_plugin:FakePluginAdapter")
     assert suite.frameworks() == (*suite.FRAMEWORKS, "fakeplugin")  # built-ins first
-    for g in bench.GRIDS:
+    for g in suite.GRIDS:
         assert g.params[0] == [*suite.FRAMEWORKS, "fakeplugin"]
-    sel = bench.parse_selection({"frameworks": ["fakeplugin"], "cpu": None}, "t.yaml")
+    sel = suite.parse_selection({"frameworks": ["fakeplugin"], "cpu": None}, "t.yaml")
     assert sel.frameworks == ("fakeplugin",)
-    assert bench.parse_selection({"cpu": None}, "t.yaml").frameworks == suite.frameworks()
-    with pytest.raises(bench.BenchError, match=r"unknown value 'fakeplugn' \(did you mean "
+    assert suite.parse_selection({"cpu": None}, "t.yaml").frameworks == suite.frameworks()
+    with pytest.raises(suite.BenchError, match=r"unknown value 'fakeplugn' \(did you mean "
                                                r"'fakeplugin'\?\); allowed: .*fakeplugin"):
-        bench.parse_selection({"frameworks": ["fakeplugn"], "cpu": None}, "t.yaml")
+        suite.parse_selection({"frameworks": ["fakeplugn"], "cpu": None}, "t.yaml")
     regexes, _ = bench.plan(sel, gpu=False)
     assert regexes and all("'(?:fakeplugin)'" in r for r in regexes)
 
 
 def test_the_grid_times_complex_dtypes_while_defaults_stay_real() -> None:
-    assert {"complex64", "complex128"} <= set(bench.grid("matmul.Square").dtypes)
-    sel = bench.parse_selection({"cpu": {"dtypes": ["complex64", "complex128"]}}, "t.yaml")
+    assert {"complex64", "complex128"} <= set(suite.grid("matmul.Square").dtypes)
+    sel = suite.parse_selection({"cpu": {"dtypes": ["complex64", "complex128"]}}, "t.yaml")
     assert sel.cpu is not None and sel.cpu.dtypes == ("complex64", "complex128")
-    for default in (bench.DEFAULT, bench.QUICK):
+    for default in (suite.DEFAULT, suite.QUICK):
         assert default.frameworks == ("numpy", "torch", "jax", "tensorflow")
         for d in (default.cpu, default.gpu):
             assert d is not None and not {"complex64", "complex128"} & set(d.dtypes)
@@ -116,8 +116,8 @@ def test_complex_cells_time_and_judge_like_real_ones(
 
     for cache in ("_adapters", "_cells", "_outcomes"):  # this test's adapter stays its own
         monkeypatch.setattr(common, cache, {})
-    monkeypatch.setenv(bench.SELECTION_ENV, "all")
-    monkeypatch.setenv(bench.THREADS_ENV, "1")
+    monkeypatch.setenv(suite.SELECTION_ENV, "all")
+    monkeypatch.setenv(suite.THREADS_ENV, "1")
     c = common.cell("time", "numpy", "cpu", dtype, "64x64x64", "forward_backward",
                     calibrate=False)
     try:

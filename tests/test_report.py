@@ -30,6 +30,7 @@ from harness.report import ReportInputError, build_report
 from harness.report.load import load
 from harness.report.load_asv import flops
 from harness.report.peaks import default_path, find, load_peaks, validate
+from harness.runfiles import Detection, FDResult
 from tests.conftest import chdir
 
 FIX = Path(__file__).parent / "fixtures" / "report"
@@ -218,7 +219,7 @@ def test_markdown_timings_parse_back(full: tuple[str, str]) -> None:
 
 
 def test_two_commits_are_both_kept_and_the_newest_is_the_latest_view() -> None:
-    from harness.report import analysis as an
+    from harness.report import analysis
 
     data = load(FULL_DIRS, ASV)
     t = data.table
@@ -228,7 +229,7 @@ def test_two_commits_are_both_kept_and_the_newest_is_the_latest_view() -> None:
                                "quantity", "commit"]).any()
     assert set(cpu["commit"].str[:8]) == {"0ddba11c", "a1b2c3d4"}
     assert len(cpu) == 2 * 4 * 1 * 4 * 3 * 3
-    latest = an.latest(an.timings(t))
+    latest = analysis.latest(analysis.timings(t))
     latest = latest[latest["machine"] == "ci-box-cpu"]
     assert set(latest["origin"]) == {str(NEW_RUN)}
     assert len(latest) == 4 * 1 * 4 * 3 * 3
@@ -286,23 +287,32 @@ def test_selftest_section_shows_selftest_csv(full: tuple[str, str]) -> None:
     assert "12/12 gradients agree with the reference" in md.split("## What a pass")[1]
 
 
+def planted(bug: str, dtype: str, trials: int, detected: int, ratio: float, z: float,
+            applies: bool) -> Detection:
+    """The selftest's record of the catalogue's `bug`, with made-up counts."""
+    from harness import selftest as st
+
+    return st.detection({b.name: b for b in st.BUGS}[bug], dtype, trials, detected, ratio, z,
+                        applies)
+
+
 def _planted(tmp_path: Path) -> Path:
     """A verify folder whose selftest fell short in every way the report colours."""
     from harness import selftest as st
 
     nan = math.nan
     results = [
-        st.Detection("none (control)", "float32", 10, 1, 0.9, nan, True),  # false alarm
-        st.Detection("none (control)", "bfloat16", 10, 0, 0.3, 1.0, True),
-        st.Detection("missing transpose", "float32", 10, 7, 5.0, nan, True),  # missed 3
-        st.Detection("missing transpose", "bfloat16", 10, 10, 5e4, 1e4, True),
-        st.Detection("scaling by 1+1e-3", "float32", 10, 10, 167.0, nan, True),
-        st.Detection("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),  # amber
-        st.Detection("missing conjugation", "float32", 0, 0, nan, nan, False),
-        st.Detection("missing conjugation", "bfloat16", 0, 0, nan, nan, False),
+        planted("none (control)", "float32", 10, 1, 0.9, nan, True),  # false alarm
+        planted("none (control)", "bfloat16", 10, 0, 0.3, 1.0, True),
+        planted("missing transpose", "float32", 10, 7, 5.0, nan, True),  # missed 3
+        planted("missing transpose", "bfloat16", 10, 10, 5e4, 1e4, True),
+        planted("scaling by 1+1e-3", "float32", 10, 10, 167.0, nan, True),
+        planted("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),  # amber
+        planted("missing conjugation", "float32", 0, 0, nan, nan, False),
+        planted("missing conjugation", "bfloat16", 0, 0, nan, nan, False),
     ]
-    fd = [st.FDResult("square", "float64", "dX", 2e-13, True, 128),
-          st.FDResult("square", "float64", "dW", 0.5, False, 128)]
+    fd = [FDResult("square", "float64", "dX", 2e-13, True, 128),
+          FDResult("square", "float64", "dW", 0.5, False, 128)]
     d = tmp_path / "run"
     shutil.copytree(FIX / "partial" / "verify-cpu", d)
     st.write(results, fd, d)  # the selftest's own writer: the loader must read its format
@@ -379,15 +389,14 @@ def test_each_selftest_shortfall_alone_fails_the_header(tmp_path: Path, short: s
 
     nan = math.nan
     results = [
-        st.Detection("none (control)", "float32", 10, int(short == "false alarm"), 0.3, nan,
-                     True),
-        st.Detection("missing transpose", "float32", 10, 7 if short == "missed" else 10, 5.0,
-                     nan, True),
+        planted("none (control)", "float32", 10, int(short == "false alarm"), 0.3, nan, True),
+        planted("missing transpose", "float32", 10, 7 if short == "missed" else 10, 5.0, nan,
+                True),
         # Not required in bfloat16 (below one ulp): a partial catch is amber, not a shortfall.
-        st.Detection("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),
+        planted("scaling by 1+1e-3", "bfloat16", 10, 4, 0.41, 2.5, True),
     ]
-    fd = [st.FDResult("square", "float64", "dW", 0.5 if short == "finite differences" else
-                      1e-13, short != "finite differences", 128)]
+    fd = [FDResult("square", "float64", "dW", 0.5 if short == "finite differences" else
+                   1e-13, short != "finite differences", 128)]
     d = tmp_path / "run"
     shutil.copytree(FIX / "partial" / "verify-cpu", d)
     st.write(results, fd, d)
@@ -434,7 +443,7 @@ MERGED = FIX / "merged"
 
 
 def test_verify_and_bench_of_one_box_share_one_machine() -> None:
-    from harness.report import analysis as an
+    from harness.report import analysis
 
     data = load([MERGED / "verify-vm"], MERGED / "asv")
     assert list(data.machines) == ["vm-cpu", "old-box-4t"]
@@ -447,7 +456,8 @@ def test_verify_and_bench_of_one_box_share_one_machine() -> None:
     # Without host_machine (older results, plain `asv run`): asv's machine name, as before.
     old = data.machines["old-box-4t"]
     assert old.asv_names == ["old-box-4t"] and not old.card and old.asv["num_cpu"] == "4"
-    acc, note = an.accuracy_speed(an.correctness(t), an.timings(t), an.track_ratios(t))
+    acc, note = analysis.accuracy_speed(analysis.correctness(t), analysis.timings(t),
+                                        analysis.track_ratios(t))
     assert set(acc["machine"]) == {"vm-cpu"} and note == ""  # paired on the same machine
 
 
@@ -669,8 +679,15 @@ def test_flops_per_pass_and_dtype() -> None:
         flops("1024", "forward", "float32")
 
 
-def test_flops_agree_with_the_benchmark_shapes_module() -> None:
-    shapes = pytest.importorskip("harness.shapes")
-    for shape in ("64x64x64", "16x2560x2560", "24000x2816x8448"):
-        for p in ("forward", "backward", "forward_backward"):
-            assert flops(shape, p, "float32") == shapes.flops(shape, p)
+def test_bench_and_report_count_the_same_flops() -> None:
+    """One count: the bench's GFLOP/s table and the report's agree, complex dtypes too
+    (they once disagreed by 4x on complex, the bench counting it as real)."""
+    from harness import bench
+
+    rows = [{"device": "cpu", "shape": "512x512x512", "dtype": dt, "pass": "forward",
+             "framework": "numpy", "seconds": 1e-3} for dt in ("float32", "complex64")]
+    printed = {line.split()[2]: float(line.rsplit("(", 1)[1].rstrip(")"))
+               for line in bench.table_lines(rows) if line.startswith("cpu")}
+    for dt, gflops in printed.items():
+        assert gflops == pytest.approx(flops("512x512x512", "forward", dt) / 1e-3 / 1e9, 0.01)
+    assert printed["complex64"] == pytest.approx(4 * printed["float32"], 0.01)

@@ -29,7 +29,7 @@ def test_flops_count_two_per_multiply_add_and_one_product_per_pass() -> None:
 
 def test_deepbench_has_every_training_gemm_with_its_role() -> None:
     assert len(shapes.DEEPBENCH) == 160  # DeepBench's training_set
-    assert len(shapes.deepbench_ids()) == 83
+    assert len({g.shape_id for g in shapes.DEEPBENCH}) == 83  # distinct products
     assert {g.role for g in shapes.DEEPBENCH} == set(shapes.ROLES)
     counts = {r: sum(g.role == r for g in shapes.DEEPBENCH) for r in shapes.ROLES}
     assert counts == {"forward": 77, "dX": 73, "dW": 10}  # NN, TN and NT entries
@@ -57,7 +57,6 @@ def test_deepbench_entries_map_to_the_layer_and_the_row_major_product(
 
 
 def test_the_suite_times_deepbench_gemms_only() -> None:
-    ids = set(shapes.deepbench_ids())
-    assert set(shapes.DEEPBENCH_SUITE) <= ids
-    assert {g.role for s in shapes.DEEPBENCH_SUITE for g in shapes.deepbench_gemms(s)} == set(
+    assert set(shapes.DEEPBENCH_SUITE) <= {g.shape_id for g in shapes.DEEPBENCH}
+    assert {g.role for g in shapes.DEEPBENCH if g.shape_id in shapes.DEEPBENCH_SUITE} == set(
         shapes.ROLES)

@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 
-from harness import bench, verdict
+from harness import bench, suite, verdict
 from harness.cli import main
-from harness.report import analysis as an
-from harness.report import build_report
+from harness.report import analysis, build_report
 from harness.report.load import load
 from tests.conftest import chdir
 
@@ -100,7 +99,7 @@ def test_versions_round_trip_through_asv_numbers(text: str) -> None:
 def test_bad_versions_are_one_line_errors() -> None:
     assert bench.parse_versions("jax==0.6.2,jax==0.7.2") == {"jax": ["0.6.2", "0.7.2"]}
     for bad in ("jax", "jax==", "==0.6.2", ","):
-        with pytest.raises(bench.BenchError, match="--versions"):
+        with pytest.raises(suite.BenchError, match="--versions"):
             bench.parse_versions(bad)
 
 
@@ -115,7 +114,7 @@ def test_bench_runs_in_the_project_folder_it_is_started_in(tmp_path: Path) -> No
     assert bench.checkout(project / "sub") == project.resolve()
     with chdir(project):
         assert bench.checkout() == project.resolve()
-    with pytest.raises(bench.BenchError, match=r"no asv\.conf\.json and benchmarks/"):
+    with pytest.raises(suite.BenchError, match=r"no asv\.conf\.json and benchmarks/"):
         bench.checkout(tmp_path)
     conf = json.loads(bench._write_conf(ROOT, tmp_path, None).read_text(encoding="utf-8"))
     results, html = Path(conf["results_dir"]), Path(conf["html_dir"])
@@ -218,9 +217,9 @@ def test_releases_of_one_commit_are_both_kept_with_their_versions(tmp_path: Path
     timed = t[t["kind"] == "time"]
     assert sorted(set(timed["framework_version"])) == ["0.6.2", "0.7.2"]  # track, then req
     assert len(timed) == 4 and bench.VERSIONS_BENCH not in set(t["benchmark"])
-    sr = an.series(an.timings(t), an.CELL)
+    sr = analysis.series(analysis.timings(t), analysis.CELL)
     assert list(dict.fromkeys(sr.sort_values("order")["series"])) == ["0.6.2", "0.7.2"]
-    latest = an.latest(an.timings(t))  # newest by run time (the commit dates are equal)
+    latest = analysis.latest(analysis.timings(t))  # newest by run time (the commit dates are equal)
     assert set(latest["framework_version"]) == {"0.7.2"}
 
 
@@ -232,7 +231,7 @@ def test_a_later_partial_run_never_hides_a_measured_value(tmp_path: Path) -> Non
     # later, another commit, only `forward` selected: asv records backward as n/a (NaN)
     write_result(tmp_path, commit="bbbb1111", env="existing-py", started=1_900_000_000_000,
                  version="0.7.2", values={"forward": draw(rng, 1e-3, 9), "backward": None})
-    latest = an.latest(an.timings(load([], tmp_path).table))
+    latest = analysis.latest(analysis.timings(load([], tmp_path).table))
     back = latest[latest["pass_"] == "backward"]
     assert list(back["status"]) == ["pass"] and list(back["commit"]) == ["aaaa0000"]
     # the same identity twice (one results folder copied over another): n/a loses too
@@ -268,9 +267,9 @@ def test_quick_timings_are_smoke_tests_without_speedups(tmp_path: Path) -> None:
         write_result(tmp_path / "asv", commit=commit, env="existing-py",
                      started=1_800_000_000_000, version=fw_version,
                      values={"forward": draw(rng, 1e-3, 1), "backward": draw(rng, 1e-3, 1)})
-    t = an.timings(load([], tmp_path / "asv").table)
+    t = analysis.timings(load([], tmp_path / "asv").table)
     assert t["quick"].all()
-    assert an.speedups(t, "jax").empty  # no speedup from one cold sample
+    assert analysis.speedups(t, "jax").empty  # no speedup from one cold sample
     html, _ = build_report([], tmp_path / "out", asv_results=tmp_path / "asv",
                            baseline="jax")
     page = html.read_text(encoding="utf-8")
@@ -334,8 +333,8 @@ def test_drift_cells_move_when_the_accumulation_order_changes(
     from benchmarks import common
     from harness.adapters.numpy import NumpyAdapter
 
-    monkeypatch.setenv(bench.SELECTION_ENV, "all")
-    monkeypatch.setenv(bench.THREADS_ENV, "1")
+    monkeypatch.setenv(suite.SELECTION_ENV, "all")
+    monkeypatch.setenv(suite.THREADS_ENV, "1")
     monkeypatch.setattr(common, "_adapters", {})
     monkeypatch.setattr(common, "_outcomes", {})
     shape = "16x65536x16"

@@ -85,7 +85,8 @@ class MissingTranspose(Wrapped):
 
 
 class BatchZeroOnly(Wrapped):
-    """A broadcast W's gradient taken from batch 0 alone (warp#147-style)."""
+    """A broadcast W's gradient taken from batch 0 alone
+    (https://github.com/NVIDIA/warp/issues/147)."""
 
     bug = "dW"
 
@@ -95,7 +96,8 @@ class BatchZeroOnly(Wrapped):
 
 
 class Unreduced(Wrapped):
-    """A broadcast W's gradient left per batch, not summed (tfjs#8721-style)."""
+    """A broadcast W's gradient left per batch, not summed
+    (https://github.com/tensorflow/tfjs/issues/8721)."""
 
     bug = "dW"
 
@@ -106,7 +108,8 @@ class Unreduced(Wrapped):
 
 
 class MissingConjugation(Wrapped):
-    """dX = G·Wᵀ for complex inputs (tensorflow#378, pytorch#55754)."""
+    """dX = G·Wᵀ for complex inputs (https://github.com/tensorflow/tensorflow/issues/378,
+    https://github.com/pytorch/pytorch/issues/55754)."""
 
     bug = "dX"
 

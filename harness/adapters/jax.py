@@ -17,9 +17,8 @@ import numpy as np
 
 from harness.adapters.base import Adapter, Capabilities
 from harness.cases import Inputs, Tangents
-
-ALL_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
-
+from harness.dtypes import DEVICES, DTYPES
+from harness.runfiles import QUANTITIES
 
 CACHE_ENV = "MATMUL_HARNESS_XLA_CACHE"
 
@@ -55,7 +54,7 @@ class JaxAdapter(Adapter):
     module = "jax"
     install_hint = "pip install 'matmul-harness[jax]'"
     capabilities = Capabilities(
-        devices=("cpu", "gpu"), dtypes=ALL_DTYPES, forward_mode=True, second_order=True
+        devices=DEVICES, dtypes=tuple(DTYPES), forward_mode=True, second_order=True
     )
     repro_snippet = '''
 import jax
@@ -94,7 +93,8 @@ def run(x, w, g, dtype, device):
         jax.config.update("jax_enable_x64", True)
         _persistent_cache(jax)
         if pin_precision:
-            # JAX computes float32 GEMMs in TF32 on Ampere+ GPUs by default (jax#12008).
+            # JAX computes float32 GEMMs in TF32 on Ampere+ GPUs by default
+            # (https://github.com/jax-ml/jax/issues/12008).
             jax.config.update("jax_default_matmul_precision", "highest")
         self.jax, self.jnp = jax, jnp
         # One XLA compilation per shape and dtype instead of one per primitive op dispatched
@@ -103,8 +103,8 @@ def run(x, w, g, dtype, device):
         self._jvp = jax.jit(lambda x, w, tx, tw: jax.jvp(jnp.matmul, (x, w), (tx, tw)))
         # jax.vjp's pullback is a pytree (jax.tree_util.Partial): it can enter a jit
         self._backward = jax.jit(self._conjugated)
-        self._second = jax.jit(self._second_order)
-        self._all = jax.jit(self._everything)
+        self._second_order_jit = jax.jit(self._second_order_eager)
+        self._fused_jit = jax.jit(self._fused_eager)
 
     def version(self) -> str:
         return str(self.jax.__version__)
@@ -182,22 +182,22 @@ def run(x, w, g, dtype, device):
         """
         arrays = (inputs.x, inputs.w, inputs.g, tangents.tx, tangents.tw, tangents.v)
         try:
-            results = self._all(*(self.to_device(a, device) for a in arrays))
+            results = self._fused_jit(*(self.to_device(a, device) for a in arrays))
             self.sync(results)
         except Exception:
             return super().run_all(inputs, tangents, device)
-        names = ("Y", "dX", "dW", "dY", "d2W")
+        names = [q for q in QUANTITIES if q != "adjoint"]  # _fused_eager's results, in order
         return {n: self.to_numpy(r) for n, r in zip(names, results, strict=True)}, {}
 
-    def _everything(self, x: Any, w: Any, g: Any, tx: Any, tw: Any, v: Any) -> tuple[Any, ...]:
+    def _fused_eager(self, x: Any, w: Any, g: Any, tx: Any, tw: Any, v: Any) -> tuple[Any, ...]:
         y, dx, dw = self._vjp_eager(x, w, g)
         _, dy = self.jax.jvp(self.jnp.matmul, (x, w), (tx, tw))
-        return y, dx, dw, dy, self._second_order(x, w, g, v)
+        return y, dx, dw, dy, self._second_order_eager(x, w, g, v)
 
     def second_order(self, x: Any, w: Any, g: Any, v: Any) -> Any:
-        return self._second(x, w, g, v)
+        return self._second_order_jit(x, w, g, v)
 
-    def _second_order(self, x: Any, w: Any, g: Any, v: Any) -> Any:
+    def _second_order_eager(self, x: Any, w: Any, g: Any, v: Any) -> Any:
         jax, jnp = self.jax, self.jnp
 
         def h(w_: Any) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from harness.adapters.base import Adapter, Capabilities
+from harness.dtypes import DTYPES
 from harness.reference import matmul_grads, matmul_vjp
 
 
@@ -19,7 +20,7 @@ class NumpyAdapter(Adapter):
     install_hint = "pip install numpy"
     capabilities = Capabilities(
         devices=("cpu",),
-        dtypes=("float16", "float32", "float64", "complex64", "complex128"),
+        dtypes=tuple(d for d in DTYPES if d != "bfloat16"),  # see `unsupported`
         # matmul_vjp rounds each broadcast batch's product to the dtype, then sums
         rounded_broadcast_partials=True,
         unsupported=(

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from harness.adapters.base import Adapter, Capabilities
-
-ALL_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+from harness.dtypes import DEVICES, DTYPES
 
 
 class TensorFlowAdapter(Adapter):
@@ -23,8 +22,8 @@ class TensorFlowAdapter(Adapter):
     module = "tensorflow"
     install_hint = "pip install 'matmul-harness[tensorflow]'"
     capabilities = Capabilities(
-        devices=("cpu", "gpu"),
-        dtypes=ALL_DTYPES,
+        devices=DEVICES,
+        dtypes=tuple(DTYPES),
         forward_mode=True,
         second_order=True,
         # Broadcast gradients are per-batch products rounded to the storage dtype, then
@@ -58,7 +57,8 @@ def run(x, w, g, dtype, device):
 
         if pin_precision:
             # TF computes float32 GEMMs in TF32 on Ampere+ GPUs by default
-            # (tensorflow#127346); full float32 is what the tolerance assumes.
+            # (https://github.com/tensorflow/tensorflow/issues/127346); full float32 is what
+            # the tolerance assumes.
             tf.config.experimental.enable_tensor_float_32_execution(False)
         self.tf = tf
         self._gpu = bool(tf.config.list_physical_devices("GPU"))

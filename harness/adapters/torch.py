@@ -9,8 +9,7 @@ import ml_dtypes
 import numpy as np
 
 from harness.adapters.base import Adapter, Capabilities
-
-ALL_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+from harness.dtypes import DEVICES, DTYPES
 
 
 class TorchAdapter(Adapter):
@@ -18,8 +17,8 @@ class TorchAdapter(Adapter):
     module = "torch"
     install_hint = "pip install 'matmul-harness[torch]'"
     capabilities = Capabilities(
-        devices=("cpu", "gpu"),
-        dtypes=ALL_DTYPES,
+        devices=DEVICES,
+        dtypes=tuple(DTYPES),
         forward_mode=True,
         second_order=True,
         # When both operands broadcast (x (2,1,M,K) @ w (1,3,K,N)) autograd cannot fold the
@@ -54,7 +53,8 @@ def run(x, w, g, dtype, device):
             torch.set_num_threads(threads)
         if pin_precision:
             # Full float32 on GPU: no TF32, and float16/bfloat16 GEMMs reduce split-K
-            # partials in float32 (pytorch#116870 shows the low-precision default's error).
+            # partials in float32 (https://github.com/pytorch/pytorch/issues/116870 shows the
+            # low-precision default's error).
             torch.set_float32_matmul_precision("highest")
             matmul = torch.backends.cuda.matmul
             matmul.allow_tf32 = False

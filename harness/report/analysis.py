@@ -18,15 +18,12 @@ import pandas as pd
 from harness import verdict as vd
 from harness.adapters import BUILTIN, RegistryError, names
 from harness.dtypes import DEVICES, DTYPES
-from harness.report.load_asv import PASS_FACTOR, shape_dims
 from harness.report.peaks import Peak, find
 from harness.report.schema import Machine
+from harness.shapes import PASS_PRODUCTS, shape_dims
 
 # The built-ins, whose results every verify run is expected to hold (harness.adapters).
 FRAMEWORK_ORDER: tuple[str, ...] = tuple(BUILTIN)
-# Forward output, reverse-mode gradients, forward-mode (jvp) output, the adjoint identity
-# and the second-order check, in the order verify.csv lists them.
-QUANTITIES: tuple[str, ...] = ("Y", "dX", "dW", "dY", "adjoint", "d2W")
 STATUS_RANK = {"error": 3, "fail": 2, "pass": 1, "skip": 0}
 
 
@@ -59,7 +56,7 @@ def devices(df: pd.DataFrame) -> list[str]:
 
 
 def passes(df: pd.DataFrame) -> list[str]:
-    return ordered(df["pass_"].astype(str), tuple(PASS_FACTOR))
+    return ordered(df["pass_"].astype(str), tuple(PASS_PRODUCTS))
 
 
 def geomean(values: Iterable[float]) -> float:
@@ -68,11 +65,6 @@ def geomean(values: Iterable[float]) -> float:
 
 
 # --- correctness -------------------------------------------------------------------------
-
-
-def label(framework: str, device: str, mode: str = "pinned") -> str:
-    """`framework:device`, with `:default` for the as-shipped precision mode."""
-    return f"{framework}:{device}" + ("" if mode == "pinned" else f":{mode}")
 
 
 def correctness(table: pd.DataFrame) -> pd.DataFrame:

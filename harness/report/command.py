@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.report.load import RUN_FILE, VERIFY_FILE
 from harness.report.load_asv import default_asv_results
 from harness.report.render import build_report
 from harness.report.schema import ReportInputError
-from harness.selftest import SELFTEST_FILE
+from harness.runfiles import RUN_FILE, SELFTEST_FILE, VERIFY_FILE
 
 
 def discover(root: Path) -> list[Path]:

@@ -23,8 +23,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from harness.report import analysis as an
+from harness.report import analysis
 from harness.report.tables import TIMES, all_skipped, groups, sig
+from harness.runfiles import QUANTITIES, label
 
 # Framework styles by registry position (built-ins first, so theirs never change); a
 # framework not registered here (a plugin installed only where the results came from) gets
@@ -49,14 +50,14 @@ class Figure:
 
 
 def color(framework: str) -> str:
-    order = an.registry_order()
+    order = analysis.registry_order()
     if framework in order and order.index(framework) < len(PALETTE):
         return PALETTE[order.index(framework)]
     return EXTRA[sum(map(ord, framework)) % len(EXTRA)]
 
 
 def marker(framework: str) -> str:
-    order = an.registry_order()
+    order = analysis.registry_order()
     if framework in order:
         return MARKER_CYCLE[order.index(framework) % len(MARKER_CYCLE)]
     return "o"
@@ -83,7 +84,7 @@ def heatmap(corr: pd.DataFrame, machine: str = "") -> Figure:
     (columns): passes from green (far inside the bound) to yellow (near it), failures red,
     errors black, skips grey. Rows where everything skipped are left out (the section
     lists them)."""
-    dts = an.dtypes(corr)
+    dts = analysis.dtypes(corr)
     rows, starts = _heatmap_rows(corr)
     norm = Normalize(vmin=-4, vmax=0, clip=True)
     rgba, texts = _heatmap_cells(corr, rows, dts, norm)
@@ -98,7 +99,7 @@ def heatmap(corr: pd.DataFrame, machine: str = "") -> Figure:
     ax.set_xticks(range(len(dts)), dts, fontsize=8)
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(rows)),
-                  [f"{an.label(fw, dev, mode)}  {q}" if i in starts else q
+                  [f"{label(fw, dev, mode)}  {q}" if i in starts else q
                    for i, (fw, dev, mode, q) in enumerate(rows)], fontsize=7)
     ax.tick_params(length=0)
     ax.set_xticks(np.arange(len(dts) + 1) - 0.5, minor=True)
@@ -120,12 +121,12 @@ def _heatmap_rows(corr: pd.DataFrame) -> tuple[list[tuple[str, str, str, str]], 
     rows: list[tuple[str, str, str, str]] = []
     starts: list[int] = []
     for fw, dev, mode in groups(corr):
-        if an.label(fw, dev, mode) in skipped:
+        if label(fw, dev, mode) in skipped:
             continue
         g = corr[(corr["framework"] == fw) & (corr["device"] == dev) & (corr["mode"] == mode)]
         starts.append(len(rows))
-        rows += [(fw, dev, mode, q) for q in an.ordered(g["quantity"].astype(str),
-                                                         an.QUANTITIES)]
+        rows += [(fw, dev, mode, q) for q in analysis.ordered(g["quantity"].astype(str),
+                                                         QUANTITIES)]
     return rows, starts
 
 
@@ -182,11 +183,11 @@ def _plain_log(ax: Axes, axis: str = "y", base: float = 10) -> None:
 
 def gflops_vs_size(t: pd.DataFrame, machine: str, device: str, multi: bool) -> Figure:
     g = t[(t["machine"] == machine) & (t["device"] == device) & (t["status"] == "pass")]
-    dts = an.dtypes(g)
+    dts = analysis.dtypes(g)
     nr, nc = _grid(len(dts))
     fig = MplFigure(figsize=(4.0 * nc, 3.1 * nr + 0.6), layout="constrained")
     axes = fig.subplots(nr, nc, squeeze=False, sharex=True)
-    fws, ps = an.frameworks(g), an.passes(g)
+    fws, ps = analysis.frameworks(g), analysis.passes(g)
     for ax, dt in zip(axes.flat, dts, strict=False):
         gd = g[g["dtype"] == dt]
         for fw in fws:
@@ -233,10 +234,10 @@ def _bars(ax: Axes, groups: list[str], series: list[tuple[str, list[float], str]
     """Grouped bars from `base` (1 for ratios on a log axis: slower goes down)."""
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
-    for i, (label, values, col) in enumerate(series):
+    for i, (name, values, col) in enumerate(series):
         heights = [v - base for v in values]
         bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, heights, width, bottom=base,
-                      label=label, color=col, edgecolor="white", linewidth=0.5)
+                      label=name, color=col, edgecolor="white", linewidth=0.5)
         if len(groups) * len(series) <= 40:  # labels stay legible
             ax.bar_label(bars, [fmt.format(sig(v, 2)) if math.isfinite(v) else ""
                                 for v in values], fontsize=6.5, padding=1)
@@ -247,13 +248,14 @@ def _bars(ax: Axes, groups: list[str], series: list[tuple[str, list[float], str]
 
 def speedup_bars(geo: pd.DataFrame, machine: str, baseline: str, multi: bool) -> Figure:
     g = geo[geo["machine"] == machine]
-    dts = an.dtypes(g[g["dtype"] != "all"])
+    dts = analysis.dtypes(g[g["dtype"] != "all"])
     dts += ["all"] if len(dts) > 1 else []  # one dtype: "all dtypes" would repeat it
-    keys = [(fw, dev) for fw in an.frameworks(g) for dev in an.devices(g[g["framework"] == fw])]
+    keys = [(fw, dev) for fw in analysis.frameworks(g)
+            for dev in analysis.devices(g[g["framework"] == fw])]
     by = g.set_index(["framework", "device", "dtype"])["geomean"]
     fig = MplFigure(figsize=(max(6.0, 1.1 * len(dts) + 2), 3.6), layout="constrained")
     ax = fig.add_subplot()
-    series = [(f"{fw}:{dev}", [float(by.get((fw, dev, d), np.nan)) for d in dts],
+    series = [(label(fw, dev), [float(by.get((fw, dev, d), np.nan)) for d in dts],
                color(fw)) for fw, dev in keys]
     _bars(ax, [d if d != "all" else "all dtypes" for d in dts], series, "{}" + TIMES,
           base=1.0)
@@ -283,12 +285,12 @@ def speedup_bars(geo: pd.DataFrame, machine: str, baseline: str, multi: bool) ->
 
 def peak_bars(pk: pd.DataFrame, machine: str, device: str, multi: bool) -> Figure:
     g = pk[(pk["machine"] == machine) & (pk["device"] == device)]
-    dts = an.dtypes(g)
+    dts = analysis.dtypes(g)
     by = g.set_index(["framework", "dtype"])["fraction"]
     fig = MplFigure(figsize=(max(6.0, 1.1 * len(dts) + 2), 3.4), layout="constrained")
     ax = fig.add_subplot()
     series = [(fw, [100 * float(by.get((fw, d), np.nan)) for d in dts], color(fw))
-              for fw in an.frameworks(g)]
+              for fw in analysis.frameworks(g)]
     _bars(ax, dts, series, "{}%")
     ax.set_ylabel("% of peak (best shape)", fontsize=9)
     ax.set_ylim(0, max(100.0, float(np.nanmax([v for s in series for v in s[1]] + [0])) * 1.1))
@@ -319,9 +321,9 @@ def accuracy_scatter(acc: pd.DataFrame, machine: str = "") -> Figure:
     _declutter(ax)
     handles = [Line2D([], [], linestyle="", marker=marker(f), color="#bbbbbb",
                       markeredgecolor=color(f), markeredgewidth=1.5, label=f)
-               for f in an.frameworks(acc)]
+               for f in analysis.frameworks(acc)]
     handles += [Line2D([], [], linestyle="", marker="s", color=DTYPE_COLORS.get(d, "k"),
-                       label=d) for d in an.dtypes(acc)]
+                       label=d) for d in analysis.dtypes(acc)]
     handles += [Line2D([], [], linestyle="", marker="o", color="#999999", markersize=ms,
                        label=dev) for dev, ms in (("cpu", 5), ("gpu", 8))
                 if dev in set(acc["device"])]
@@ -354,7 +356,7 @@ def release_trend(sr: pd.DataFrame, machine: str, device: str, framework: str,
         ax.plot(xs, ys, PASS_STYLES.get(str(key[2]), "-."), color=col, linewidth=1.1,
                 alpha=0.8)
         for i, r in enumerate(rows):
-            resolved = i > 0 and an.judge_rows(rows[i - 1], r).resolved
+            resolved = i > 0 and analysis.judge_rows(rows[i - 1], r).resolved
             ax.plot(xs[i], ys[i], marker="o", markersize=5, color=col,
                     markerfacecolor=col if resolved or i == 0 else "white")
             lo, hi = float(r.q25) / base, float(r.q75) / base
@@ -368,9 +370,9 @@ def release_trend(sr: pd.DataFrame, machine: str, device: str, framework: str,
     ax.set_ylabel(f"time / time of {framework} {labels[0]}", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     handles = [Line2D([], [], color=DTYPE_COLORS.get(d, "#444444"), label=d)
-               for d in an.dtypes(g)]
+               for d in analysis.dtypes(g)]
     handles += [Line2D([], [], color="#444444", linestyle=PASS_STYLES.get(p, "-."), label=p)
-                for p in an.passes(g)]
+                for p in analysis.passes(g)]
     handles += [Line2D([], [], linestyle="", marker="o", color="#444444", label="resolved"),
                 Line2D([], [], linestyle="", marker="o", color="#444444",
                        markerfacecolor="white", label="not resolved")]

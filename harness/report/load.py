@@ -26,8 +26,7 @@ from harness.report.load_selftest import Selftest, read_selftest
 from harness.report.schema import COLUMNS, IDENTITY, Machine, ReportInputError, read_json
 from harness.results import COLUMNS as VERIFY_COLUMNS
 from harness.results import read_csv
-
-VERIFY_FILE, RUN_FILE = "verify.csv", "run.json"
+from harness.runfiles import RUN_FILE, VERIFY_FILE
 
 
 @dataclass

@@ -3,7 +3,7 @@
 One row per parameter combination of every benchmark with a `framework` parameter; the
 machine's card takes asv's machine.json (and the result's "params" over it). A missing
 results folder is no error, only a note: the timing sections then say how to make one.
-Shapes and FLOPs live here too: asv's timing rows carry the FLOPs of one call.
+asv's timing rows carry the FLOPs of one call, counted by `harness.shapes.flops`.
 
 Each row knows what produced it: the framework's release (the file's versions benchmark,
 read in the environment that ran it, else asv's matrix requirement), asv's environment
@@ -30,33 +30,9 @@ import pandas as pd
 
 from harness.bench import VERSIONS_BENCH, file_versions
 from harness.report.schema import COLUMNS, Machine, ReportInputError, read_json
+from harness.shapes import flops
 
 TIMING_PARAMS: tuple[str, ...] = ("framework", "device", "dtype", "shape", "pass")
-PASS_FACTOR: dict[str, int] = {"forward": 1, "backward": 2, "forward_backward": 3}
-
-
-# --- shapes and FLOPs --------------------------------------------------------------------
-
-_SHAPE = re.compile(r"^\d+(x\d+){2,3}$")
-
-
-def shape_dims(shape_id: str) -> tuple[int, ...]:
-    """(M, K, N), or (B, M, K, N) for a batched id; ValueError for anything else."""
-    if not _SHAPE.match(shape_id):
-        raise ValueError(f"shape id {shape_id!r} is not of the form MxKxN")
-    return tuple(int(v) for v in shape_id.split("x"))
-
-
-def flops(shape_id: str, pass_: str, dtype: str) -> float:
-    """Real floating-point operations of one call.
-
-    2*M*K*N per product (times the batch); backward is two products, forward_backward
-    three. A complex multiply-add is 8 real operations instead of 2, so complex dtypes
-    count 4x: GFLOP/s then compare across dtypes and against a real peak.
-    """
-    dims = shape_dims(shape_id)
-    per_product = 2.0 * math.prod(dims)
-    return per_product * PASS_FACTOR[pass_] * (4 if dtype.startswith("complex") else 1)
 
 
 # --- asv results -------------------------------------------------------------------------

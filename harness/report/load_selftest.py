@@ -6,8 +6,8 @@ report's section then says how to make them. A file that is there is read strict
 verify.csv is: a foreign header, a short line or a value of the wrong kind raises
 `ReportInputError` naming the file, the line and what was expected.
 
-The file names and headers are `harness.selftest`'s own (imported from there), and
-tests/test_report.py reads files written by `harness.selftest.write`.
+The file names, headers and records are `harness.runfiles`' (the selftest writes with the
+same), and tests/test_report.py reads files written by `harness.selftest.write`.
 """
 
 from __future__ import annotations
@@ -21,39 +21,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from harness.report.schema import ReportInputError
-from harness.selftest import (  # the writer's own names, headers and records
-    CONTROL,
+from harness.runfiles import (  # the writer's own names, headers and records
     DETECTION_COLUMNS,
     FD_COLUMNS,
     SELFTEST_FD_FILE,
     SELFTEST_FILE,
+    Detection,
     FDResult,
 )
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One row of selftest.csv: a planted bug in one dtype, caught `detected`/`trials`."""
-
-    bug: str
-    description: str
-    quantity: str
-    case: str
-    dtype: str
-    applies: bool  # False: the bug cannot occur in this dtype (conjugation of a real)
-    trials: int
-    detected: int
-    required: bool  # the checker must catch it every time
-    median_ratio: float  # the per-element test's max |err| / bound (NaN: caught on shape)
-    median_bias_z: float  # |β - β₀| / limit of the bias test (float16/bfloat16; else NaN)
-
-    @property
-    def control(self) -> bool:
-        return self.bug.startswith(CONTROL)  # one control per case: "none (control), …"
-
-    @property
-    def label(self) -> str:
-        return f"{self.detected}/{self.trials}" if self.applies else "n/a"
 
 
 @dataclass

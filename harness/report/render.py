@@ -16,14 +16,12 @@ from typing import Any
 import jinja2
 
 from harness import __version__
-from harness.report import analysis as an
-from harness.report import sections as sc
-from harness.report import sections_timing as sct
-from harness.report import tables as tb
+from harness.report import analysis, sections, sections_timing, tables
 from harness.report.load import Loaded, load
 from harness.report.peaks import Peak, load_peaks
 from harness.report.tables_selftest import shortfall_verdict
 from harness.results import atomic_write
+from harness.runfiles import REPORT_FILES
 
 
 def build_report(result_dirs: Sequence[Path], out_dir: Path, *, baseline: str = "numpy",
@@ -40,8 +38,8 @@ def build_report(result_dirs: Sequence[Path], out_dir: Path, *, baseline: str = 
     """
     data = load([Path(p) for p in result_dirs], asv_results)
     peak_table = load_peaks(peaks)
-    sections = build_sections(data, baseline, peak_table)
-    context = _context(data, sections, baseline, [str(p) for p in result_dirs])
+    shown = build_sections(data, baseline, peak_table)
+    context = _context(data, shown, baseline, [str(p) for p in result_dirs])
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
@@ -52,11 +50,11 @@ def build_report(result_dirs: Sequence[Path], out_dir: Path, *, baseline: str = 
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    md_env.filters["md_table"] = tb.markdown
-    md_env.filters["md"] = tb.md_text  # every value in report.md.j2 goes through one
-    md_env.filters["html"] = tb.html_text
+    md_env.filters["md_table"] = tables.markdown
+    md_env.filters["md"] = tables.md_text  # every value in report.md.j2 goes through one
+    md_env.filters["html"] = tables.html_text
     out_dir.mkdir(parents=True, exist_ok=True)
-    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    html_path, md_path = (out_dir / name for name in REPORT_FILES)
     atomic_write(html_path, env.get_template("report.html.j2").render(**context))
     atomic_write(md_path, md_env.get_template("report.md.j2").render(**context))
     return html_path, md_path
@@ -81,7 +79,7 @@ def verdict(data: Loaded) -> tuple[str, bool]:
     return line, bool(n_fail or n_error or short)
 
 
-def _context(data: Loaded, sections: list[sc.Section], baseline: str,
+def _context(data: Loaded, shown: list[sections.Section], baseline: str,
              inputs: list[str]) -> dict[str, Any]:
     v = data.table[data.table["source"] == "verify"]
     counts = v["status"].value_counts()
@@ -90,19 +88,19 @@ def _context(data: Loaded, sections: list[sc.Section], baseline: str,
                   & (data.table["status"] == "pass")).sum())
     line, bad = verdict(data)
     return {
-        "sections": sections, "counts": c, "verdict": line, "n_timings": n_time,
+        "sections": shown, "counts": c, "verdict": line, "n_timings": n_time,
         "bad": bad, "baseline": baseline,
         "inputs": inputs or ["(none)"], "asv_source": data.asv_source, "notes": data.notes,
         "machines": list(data.machines), "version": __version__,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "frameworks": an.frameworks(data.table) if len(data.table) else [],
+        "frameworks": analysis.frameworks(data.table) if len(data.table) else [],
     }
 
 
-def build_sections(data: Loaded, baseline: str, peaks: list[Peak]) -> list[sc.Section]:
-    every = an.timings(data.table)  # every release, environment and commit
-    t = an.latest(every)  # the newest measurement per cell, for the per-dtype sections
-    corr = an.correctness(data.table)
+def build_sections(data: Loaded, baseline: str, peaks: list[Peak]) -> list[sections.Section]:
+    every = analysis.timings(data.table)  # every release, environment and commit
+    t = analysis.latest(every)  # the newest measurement per cell, for the per-dtype sections
+    corr = analysis.correctness(data.table)
     machines = list(data.machines)
     timed = t[t["status"] == "pass"]
     no_timings = (f"No asv timings were found in {data.asv_source}. Run the benchmark suite "
@@ -111,14 +109,14 @@ def build_sections(data: Loaded, baseline: str, peaks: list[Peak]) -> list[sc.Se
                   "asv recorded no successful timing: every benchmark failed or was n/a "
                   "(see asv's output)." if timed.empty else "")
     return [
-        sc.system_section(data),
-        sc.correctness_section(data, corr, machines),
-        sc.selftest_section(data),
-        sct.timing_section(t, no_timings),
-        sct.releases_section(every, data.table),
-        sct.speedup_section(t, baseline, machines, no_timings),
-        sct.gflops_section(t, no_timings),
-        sct.peak_section(t, data.machines, peaks, machines, no_timings),
-        sct.accuracy_section(data.table, corr, t, no_timings),
+        sections.system_section(data),
+        sections.correctness_section(data, corr, machines),
+        sections.selftest_section(data),
+        sections_timing.timing_section(t, no_timings),
+        sections_timing.releases_section(every, data.table),
+        sections_timing.speedup_section(t, baseline, machines, no_timings),
+        sections_timing.gflops_section(t, no_timings),
+        sections_timing.peak_section(t, data.machines, peaks, machines, no_timings),
+        sections_timing.accuracy_section(data.table, corr, t, no_timings),
     ]
 

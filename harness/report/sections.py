@@ -13,14 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import analysis as an
-from harness.report import figures as fg
-from harness.report import tables as tb
-from harness.report import tables_selftest as ts
+from harness.report import analysis, figures, tables, tables_selftest
 from harness.report.load import Loaded
 from harness.report.load_selftest import Selftest
 from harness.report.schema import Machine
-from harness.selftest import SELFTEST_FILE
+from harness.runfiles import SELFTEST_FILE
 
 
 @dataclass
@@ -30,17 +27,17 @@ class Section:
     intro: str
     empty: str = ""  # why there is nothing to show (the section is still there)
     cards: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
-    items: list[tb.Table | fg.Figure] = field(default_factory=list)  # in page order
+    items: list[tables.Table | figures.Figure] = field(default_factory=list)  # in page order
     lists: list[tuple[str, list[str]]] = field(default_factory=list)  # titled bullet lists
     notes: list[str] = field(default_factory=list)
 
     @property
-    def tables(self) -> list[tb.Table]:
-        return [i for i in self.items if isinstance(i, tb.Table)]
+    def tables(self) -> list[tables.Table]:
+        return [i for i in self.items if isinstance(i, tables.Table)]
 
     @property
-    def figures(self) -> list[fg.Figure]:
-        return [i for i in self.items if isinstance(i, fg.Figure)]
+    def figures(self) -> list[figures.Figure]:
+        return [i for i in self.items if isinstance(i, figures.Figure)]
 
 
 def system_section(data: Loaded) -> Section:
@@ -115,7 +112,8 @@ def modes_summary(entries: Sequence[str]) -> str:
 
 def _missing_frameworks(data: Loaded) -> list[str]:
     v = data.table[data.table["source"] == "verify"]
-    expected = an.ordered(list(an.FRAMEWORK_ORDER) + list(v["framework"]), an.FRAMEWORK_ORDER)
+    expected = analysis.ordered(list(analysis.FRAMEWORK_ORDER) + list(v["framework"]),
+                                analysis.FRAMEWORK_ORDER)
     notes = []
     for m, g in v.groupby("machine", sort=False):
         missing = [f for f in expected if f not in set(g["framework"])]
@@ -140,19 +138,19 @@ def correctness_section(data: Loaded, corr: pd.DataFrame, machines: list[str]) -
     multi = len(set(corr["machine"])) > 1
     for m in [m for m in machines if m in set(corr["machine"])]:
         cm = corr[corr["machine"] == m]
-        s.items += [tb.correctness_table(cm, m if multi else ""),
-                    fg.heatmap(cm, m if multi else "")]
-        skipped = tb.all_skipped(cm)
+        s.items += [tables.correctness_table(cm, m if multi else ""),
+                    figures.heatmap(cm, m if multi else "")]
+        skipped = tables.all_skipped(cm)
         if skipped:
             s.notes.append(f"{m + ': ' if multi else ''}every check skipped on "
                            + "; ".join(f"{lab} ({why})" for lab, why in skipped))
-    problems = tb.problem_list(data.table)
+    problems = tables.problem_list(data.table)
     if problems:
         s.lists.append(("Failures and errors", problems))
-    skips = tb.skip_reasons(data.table)
+    skips = tables.skip_reasons(data.table)
     if skips:
         s.lists.append(("Skipped, and why", skips))
-    notes = tb.precision_notes(data.table)
+    notes = tables.precision_notes(data.table)
     if notes:
         s.lists.append(("Precision notes", notes))
     s.notes += _missing_frameworks(data)
@@ -178,13 +176,13 @@ def selftest_section(data: Loaded) -> Section:
         return s
     same: dict[object, list[Selftest]] = {}
     for st in data.selftests:
-        same.setdefault(ts.result_key(st), []).append(st)
+        same.setdefault(tables_selftest.result_key(st), []).append(st)
     for group in same.values():
         st = group[0]
         who = ", ".join(dict.fromkeys(g.machine for g in group))
         title = who if len(same) > 1 else ""
         prefix = f"{who}: " if len(same) > 1 else ""
-        fd_line = (ts.fd_summary(st.fd) if st.fd is not None else
+        fd_line = (tables_selftest.fd_summary(st.fd) if st.fd is not None else
                    "No selftest_fd.csv: the reference was not checked against finite "
                    "differences.")
         source = "Source: " + "; ".join(
@@ -192,8 +190,9 @@ def selftest_section(data: Loaded) -> Section:
         if st.detections is None:
             s.notes.append(f"{prefix}no selftest.csv, only selftest_fd.csv. {fd_line}")
         else:
-            s.items.append(ts.selftest_table(st.detections, title))
+            s.items.append(tables_selftest.selftest_table(st.detections, title))
             s.tables[-1].foot = [fd_line, source]
-            s.notes += [prefix + line for line in ts.selftest_shortfalls(st.detections)]
-        s.notes += [prefix + line for line in ts.fd_disagreements(st.fd or [])]
+            s.notes += [prefix + line
+                        for line in tables_selftest.selftest_shortfalls(st.detections)]
+        s.notes += [prefix + line for line in tables_selftest.fd_disagreements(st.fd or [])]
     return s

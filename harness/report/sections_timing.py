@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.report import analysis as an
-from harness.report import figures as fg
-from harness.report import tables_timing as tt
+from harness.report import analysis, figures, tables_timing
 from harness.report.peaks import ENTRY_KEYS, Peak
 from harness.report.schema import Machine
 from harness.report.sections import Section
@@ -22,8 +20,8 @@ def timing_section(t: pd.DataFrame, no_timings: str) -> Section:
                 "backward is two products, forward_backward three) and the spread of the "
                 "samples (interquartile range / median).", empty=no_timings)
     if not no_timings:
-        s.items = [*tt.timing_tables(t)]
-        hidden = len(t) - len(tt.measured(t))
+        s.items = [*tables_timing.timing_tables(t)]
+        hidden = len(t) - len(tables_timing.measured(t))
         if hidden:
             s.notes.append(f"{hidden} parameter combinations that asv did not run here (not "
                            "selected, or n/a such as a GPU cell without a GPU) are left out.")
@@ -38,19 +36,19 @@ def speedup_section(t: pd.DataFrame, baseline: str, machines: list[str],
                 "device, per dtype and over all dtypes.", empty=no_timings)
     if no_timings:
         return s
-    sp = an.speedups(t, baseline)
+    sp = analysis.speedups(t, baseline)
     if sp.empty:
-        present = ", ".join(an.frameworks(t[t["status"] == "pass"]))
+        present = ", ".join(analysis.frameworks(t[t["status"] == "pass"]))
         s.empty = (f"No successful timings of the baseline {baseline!r}, so there is nothing "
                    f"to compare against. Frameworks with timings: {present}. Choose one "
                    "with --baseline.")
         return s
-    geo = an.speedup_geomeans(sp)
+    geo = analysis.speedup_geomeans(sp)
     ms = [m for m in machines if m in set(geo["machine"])]
     for m in ms:
-        s.items += [tt.speedup_table(geo[geo["machine"] == m], baseline,
+        s.items += [tables_timing.speedup_table(geo[geo["machine"] == m], baseline,
                                      m if len(ms) > 1 else ""),
-                    fg.speedup_bars(geo, m, baseline, len(ms) > 1)]
+                    figures.speedup_bars(geo, m, baseline, len(ms) > 1)]
     return s
 
 
@@ -63,7 +61,7 @@ def gflops_section(t: pd.DataFrame, no_timings: str) -> Section:
     ok = t[t["status"] == "pass"]
     pairs = list(ok[["machine", "device"]].drop_duplicates().itertuples(index=False))
     multi = len(set(ok["machine"])) > 1
-    s.items = [fg.gflops_vs_size(t, p.machine, p.device, multi) for p in pairs]
+    s.items = [figures.gflops_vs_size(t, p.machine, p.device, multi) for p in pairs]
     return s
 
 
@@ -76,18 +74,18 @@ def peak_section(t: pd.DataFrame, machines: dict[str, Machine], peaks: list[Peak
                 empty=no_timings)
     if no_timings:
         return s
-    pk, notes = an.peak_fractions(t, machines, peaks)
+    pk, notes = analysis.peak_fractions(t, machines, peaks)
     s.notes = notes
     if pk.empty:
         s.empty = ("No device in these results has an entry in the peak table. Add one "
                    f"per device model (keys: {', '.join(sorted(ENTRY_KEYS))}).")
         return s
     ms = [m for m in order if m in set(pk["machine"])]
-    s.lists = [("Peaks used", tt.peak_devices(pk))]
+    s.lists = [("Peaks used", tables_timing.peak_devices(pk))]
     for m in ms:
-        s.items.append(tt.peak_table(pk[pk["machine"] == m], m if len(ms) > 1 else ""))
-        s.items += [fg.peak_bars(pk, m, dev, len(ms) > 1)
-                    for dev in an.devices(pk[pk["machine"] == m])]
+        s.items.append(tables_timing.peak_table(pk[pk["machine"] == m], m if len(ms) > 1 else ""))
+        s.items += [figures.peak_bars(pk, m, dev, len(ms) > 1)
+                    for dev in analysis.devices(pk[pk["machine"] == m])]
     return s
 
 
@@ -98,7 +96,7 @@ def accuracy_section(table: pd.DataFrame, corr: pd.DataFrame, t: pd.DataFrame,
                 "and quantity (lower is more accurate; asv's tracked ratio where there is no "
                 "verify result) against the median time at one reference shape (further "
                 "left is faster).")
-    track = an.track_ratios(table)
+    track = analysis.track_ratios(table)
     if corr.dropna(subset=["worst_ratio"]).empty and track.empty:
         s.empty = ("No compared correctness results (every check was skipped or is "
                    "missing) and no tracked error ratios from asv.")
@@ -106,7 +104,7 @@ def accuracy_section(table: pd.DataFrame, corr: pd.DataFrame, t: pd.DataFrame,
     if no_timings:
         s.empty = no_timings
         return s
-    acc, note = an.accuracy_speed(corr, t, track)
+    acc, note = analysis.accuracy_speed(corr, t, track)
     if acc.empty:
         s.empty = ("No framework, device and dtype has both an error ratio and a timing.")
         return s
@@ -115,8 +113,8 @@ def accuracy_section(table: pd.DataFrame, corr: pd.DataFrame, t: pd.DataFrame,
     ms = list(dict.fromkeys(acc["machine"]))
     for m in ms:
         am = acc[acc["machine"] == m]
-        s.items += [fg.accuracy_scatter(am, m if len(ms) > 1 else ""),
-                    tt.accuracy_table(am, m if len(ms) > 1 else "")]
+        s.items += [figures.accuracy_scatter(am, m if len(ms) > 1 else ""),
+                    tables_timing.accuracy_table(am, m if len(ms) > 1 else "")]
     return s
 
 
@@ -132,21 +130,21 @@ def releases_section(t: pd.DataFrame, table: pd.DataFrame) -> Section:
                 "never judged. Runs made at different times on a shared machine also differ "
                 "by drift: measure releases in one interleaved run (bench --versions "
                 "--rounds N) or commits with `matmul-harness compare --rounds N`.")
-    sr = an.series(t, an.CELL)
+    sr = analysis.series(t, analysis.CELL)
     tracks = table[(table["source"] == "asv") & (table["kind"] == "track")]
     acc_keys = ["machine", "benchmark", "framework", "device", "dtype", "case"]
-    sa = an.series(tracks, acc_keys) if len(tracks) else tracks
+    sa = analysis.series(tracks, acc_keys) if len(tracks) else tracks
     if sr.empty and sa.empty:
         s.empty = ("No cell was measured under more than one release or commit. To follow "
                    "a framework across releases: matmul-harness bench --versions "
                    "jax==0.6.2,jax==0.7.2 (see README).")
         return s
     if not sr.empty:
-        s.items += [*tt.release_tables(sr)]
+        s.items += [*tables_timing.release_tables(sr)]
         multi = sr["machine"].nunique() > 1
         for p in sr[["machine", "device", "framework"]].drop_duplicates().itertuples(
                 index=False):
-            s.items.append(fg.release_trend(sr, p.machine, p.device, p.framework, multi))
+            s.items.append(figures.release_trend(sr, p.machine, p.device, p.framework, multi))
     if not sa.empty:
-        s.items += [*tt.accuracy_release_tables(sa)]
+        s.items += [*tables_timing.accuracy_release_tables(sa)]
     return s

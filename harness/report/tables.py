@@ -10,14 +10,15 @@ from the same parts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from harness.report import analysis as an
+from harness.report import analysis
 from harness.results import printable
+from harness.runfiles import QUANTITIES, label
 
 TIMES = "\u00d7"  # the multiplication sign of "2.5x" speedups and "x54" counts
 MD_STATUS = {"pass": "✅", "fail": "❌", "skip": "⏭️", "error": "💥"}
@@ -94,11 +95,11 @@ def _counts_title(r: pd.Series) -> str:
 def groups(corr: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(framework, device, mode) of one machine's correctness rows, in display order."""
     out = []
-    for fw in an.frameworks(corr):
+    for fw in analysis.frameworks(corr):
         f = corr[corr["framework"] == fw]
-        for dev in an.devices(f):
+        for dev in analysis.devices(f):
             modes = set(f[f["device"] == dev]["mode"])
-            out += [(fw, dev, m) for m in an.ordered(modes, ("pinned", "default"))]
+            out += [(fw, dev, m) for m in analysis.ordered(modes, ("pinned", "default"))]
     return out
 
 
@@ -109,24 +110,24 @@ def all_skipped(corr: pd.DataFrame) -> list[tuple[str, str]]:
     for (fw, dev, mode), g in corr.groupby(["framework", "device", "mode"], sort=False):
         if (g["status"] == "skip").all():
             reasons = list(dict.fromkeys(r for rs in g["reasons"] for r in rs))
-            out.append((an.label(str(fw), str(dev), str(mode)), "; ".join(reasons[:2])))
+            out.append((label(str(fw), str(dev), str(mode)), "; ".join(reasons[:2])))
     return out
 
 
 def correctness_table(corr: pd.DataFrame, title: str = "") -> Table:
     """One machine: rows framework:device x quantity (not the all-skipped ones), columns
     dtype; each cell the worst error ratio (the fraction of the allowed error used)."""
-    dts = an.dtypes(corr)
+    dts = analysis.dtypes(corr)
     skipped = {lab for lab, _ in all_skipped(corr)}
     by = {(r.framework, r.device, r.mode, r.dtype, r.quantity): r
           for r in corr.itertuples(index=False)}
     rows: list[list[Cell]] = []
     for fw, dev, mode in groups(corr):
-        lab = an.label(fw, dev, mode)
+        lab = label(fw, dev, mode)
         if lab in skipped:
             continue
         g = corr[(corr["framework"] == fw) & (corr["device"] == dev) & (corr["mode"] == mode)]
-        qs = an.ordered(g["quantity"].astype(str), an.QUANTITIES)
+        qs = analysis.ordered(g["quantity"].astype(str), QUANTITIES)
         for i, q in enumerate(qs):
             row = [Cell(lab, css="rowhead", rowspan=len(qs) if i == 0 else 0, first=i == 0),
                    Cell(q, css="rowhead", first=i == 0)]
@@ -156,7 +157,7 @@ def _correctness_cell(r: pd.Series | None) -> Cell:
 
 
 def _label_of(r: object) -> str:
-    return an.label(str(getattr(r, "framework")), str(getattr(r, "device")),  # noqa: B009
+    return label(str(getattr(r, "framework")), str(getattr(r, "device")),  # noqa: B009
                     str(getattr(r, "mode")))  # noqa: B009
 
 
@@ -183,7 +184,7 @@ def _repro(r: object, command: Callable[..., str]) -> str:
 def skip_reasons(table: pd.DataFrame) -> list[str]:
     v = table[(table["source"] == "verify") & (table["status"] == "skip")]
     g = v.groupby(["machine", "framework", "device", "mode", "reason"], sort=False).size()
-    return [f"{m} {an.label(fw, dev, mode)} {TIMES}{n}: {why}"
+    return [f"{m} {label(fw, dev, mode)} {TIMES}{n}: {why}"
             for (m, fw, dev, mode, why), n in g.items()]
 
 
@@ -192,7 +193,7 @@ def precision_notes(table: pd.DataFrame) -> list[str]:
     v = table[(table["source"] == "verify") & (table["note"].fillna("") != "")]
     g = v.groupby(["machine", "framework", "device", "mode", "dtype", "note"],
                   sort=False).size()
-    return [f"{m} {an.label(fw, dev, mode)} {dt} {TIMES}{n}: {note}"
+    return [f"{m} {label(fw, dev, mode)} {dt} {TIMES}{n}: {note}"
             for (m, fw, dev, mode, dt, note), n in g.items()]
 
 
@@ -246,5 +247,3 @@ def markdown(table: Table) -> str:
     return f"{md_text(table.caption)}\n\n{body}{foot}"
 
 
-def markdown_all(tables: Sequence[Table]) -> str:
-    return "\n\n".join(markdown(t) for t in tables)

@@ -11,10 +11,10 @@ import math
 from collections.abc import Sequence
 
 from harness.dtypes import DTYPES
-from harness.report import analysis as an
-from harness.report.load_selftest import Detection, Selftest
+from harness.report import analysis
+from harness.report.load_selftest import Selftest
 from harness.report.tables import Cell, Table, sig
-from harness.selftest import CONTROL, FDResult
+from harness.runfiles import CONTROL, Detection, FDResult
 
 LOW_PRECISION = ("float16", "bfloat16")  # the dtypes the selftest also runs the bias test in
 MD_DETECTION = {"pass": "✅ ", "fail": "❌ ", "partial": "🟡 "}
@@ -22,7 +22,7 @@ MD_DETECTION = {"pass": "✅ ", "fail": "❌ ", "partial": "🟡 "}
 
 def selftest_table(detections: Sequence[Detection], title: str = "") -> Table:
     """Rows planted bug, columns dtype; each cell detected/trials or n/a."""
-    dts = an.ordered((d.dtype for d in detections), tuple(DTYPES))
+    dts = analysis.ordered((d.dtype for d in detections), tuple(DTYPES))
     by = {(d.bug, d.dtype): d for d in detections}
     rows: list[list[Cell]] = []
     for bug in dict.fromkeys(d.bug for d in detections):

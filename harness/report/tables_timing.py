@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.report import analysis as an
+from harness.report import analysis
 from harness.report.tables import TIMES, Cell, Table, fmt_flops, fmt_pct, fmt_time, sig
+from harness.runfiles import label
 
 
 def measured(t: pd.DataFrame) -> pd.DataFrame:
@@ -22,17 +23,17 @@ def timing_tables(t: pd.DataFrame) -> list[Table]:
     """Per machine x device x dtype: rows shape x pass, columns framework."""
     out: list[Table] = []
     t = measured(t)
-    multi_bench = len(an.timing_benchmarks(t)) > 1
+    multi_bench = len(analysis.timing_benchmarks(t)) > 1
     machines = list(dict.fromkeys(t["machine"]))
     for m in machines:
         tm = t[t["machine"] == m]
-        for dev in an.devices(tm):
-            for dt in an.dtypes(tm[tm["device"] == dev]):
+        for dev in analysis.devices(tm):
+            for dt in analysis.dtypes(tm[tm["device"] == dev]):
                 g = tm[(tm["device"] == dev) & (tm["dtype"] == dt)]
-                fws = an.frameworks(g)
+                fws = analysis.frameworks(g)
                 by = {(r.benchmark, r.shape, r.pass_, r.framework): r
                       for r in g.itertuples(index=False)}
-                order = {p: i for i, p in enumerate(an.passes(g))}
+                order = {p: i for i, p in enumerate(analysis.passes(g))}
                 keys = (g.drop_duplicates(["benchmark", "shape", "pass_"])
                         .assign(order=g["pass_"].map(order))
                         .sort_values(["benchmark", "size", "shape", "order"]))
@@ -80,12 +81,12 @@ def _timing_cell(r: object | None) -> Cell:
 
 def speedup_table(geo: pd.DataFrame, baseline: str, title: str = "") -> Table:
     """One machine: rows framework:device, columns dtype and all dtypes."""
-    dts = an.dtypes(geo[geo["dtype"] != "all"])
+    dts = analysis.dtypes(geo[geo["dtype"] != "all"])
     rows: list[list[Cell]] = []
-    for fw in an.frameworks(geo):
-        for dev in an.devices(geo[geo["framework"] == fw]):
+    for fw in analysis.frameworks(geo):
+        for dev in analysis.devices(geo[geo["framework"] == fw]):
             g = geo[(geo["framework"] == fw) & (geo["device"] == dev)].set_index("dtype")
-            row = [Cell(f"{fw}:{dev}", css="rowhead")]
+            row = [Cell(label(fw, dev), css="rowhead")]
             for dt in [*dts, "all"]:
                 if dt not in g.index:
                     row.append(Cell("", css="none", md=""))
@@ -114,13 +115,13 @@ def speedup_table(geo: pd.DataFrame, baseline: str, title: str = "") -> Table:
 
 def peak_table(pk: pd.DataFrame, title: str = "") -> Table:
     """One machine: rows framework:device, columns dtype."""
-    dts = an.dtypes(pk)
+    dts = analysis.dtypes(pk)
     rows: list[list[Cell]] = []
-    for dev in an.devices(pk):
+    for dev in analysis.devices(pk):
         g = pk[pk["device"] == dev]
-        for fw in an.frameworks(g):
+        for fw in analysis.frameworks(g):
             by = g[g["framework"] == fw].set_index("dtype")
-            row = [Cell(f"{fw}:{dev}", css="rowhead")]
+            row = [Cell(label(fw, dev), css="rowhead")]
             for dt in dts:
                 if dt not in by.index:
                     row.append(Cell("", css="none", md=""))
@@ -147,14 +148,14 @@ def peak_devices(pk: pd.DataFrame) -> list[str]:
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     """Rows in the report's order: framework, device, dtype as everywhere else."""
     rank = {k: {v: i for i, v in enumerate(f(df))}
-            for k, f in (("framework", an.frameworks), ("device", an.devices),
-                         ("dtype", an.dtypes))}
+            for k, f in (("framework", analysis.frameworks), ("device", analysis.devices),
+                         ("dtype", analysis.dtypes))}
     return df.sort_values(["framework", "device", "dtype"],
                           key=lambda col: col.map(rank[str(col.name)]))
 
 
 def accuracy_table(acc: pd.DataFrame, title: str = "") -> Table:
-    rows = [[Cell(f"{r.framework}:{r.device}", css="rowhead"), Cell(r.dtype),
+    rows = [[Cell(label(r.framework, r.device), css="rowhead"), Cell(r.dtype),
              Cell(sig(r.worst_ratio), css="fail" if r.worst_ratio > 1 else "pass"),
              Cell(r.ratio_from), Cell(fmt_time(r.time))]
             for r in _sorted(acc).itertuples()]
@@ -173,7 +174,7 @@ def verdict_cell(r: object, prev: object | None) -> Cell:
     time = float(getattr(r, "time"))  # noqa: B009 (itertuples rows are not typed)
     if prev is None:
         return Cell(fmt_time(time), sub="first", md=f"{fmt_time(time)} (first)")
-    v = an.judge_rows(prev, r)
+    v = analysis.judge_rows(prev, r)
     pct = f"{100 * (v.ratio - 1):+.1f}%"
     if v.state == "smoke":
         return Cell(fmt_time(time), sub=f"{pct}, smoke test", css="smoke", title=v.method,
@@ -193,7 +194,7 @@ def release_tables(sr: pd.DataFrame) -> list[Table]:
                                           sort=False):
         cols = list(dict.fromkeys(g.sort_values("order")["series"]))
         by = {(r.benchmark, r.shape, r.pass_, r.series): r for r in g.itertuples(index=False)}
-        order = {p: i for i, p in enumerate(an.passes(g))}
+        order = {p: i for i, p in enumerate(analysis.passes(g))}
         keys = (g.drop_duplicates(["benchmark", "shape", "pass_"])
                 .assign(o=g["pass_"].map(order)).sort_values(["benchmark", "size", "o"]))
         rows: list[list[Cell]] = []
