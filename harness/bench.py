@@ -38,11 +38,8 @@ from harness.suite import (
     load_selection,
 )
 
-# harness/compare.py still imports five of the suite's names from here (QUICK, THREADS_ENV,
-# BenchError, load_selection, bench_threads); everything else imports harness.suite.
 __all__ = [
-    "CLOCK_ENV", "QUICK", "ROUNDS_ENV", "THREADS_ENV", "VERSIONS_BENCH", "BenchError",
-    "bench_threads", "checkout", "file_versions", "git_head", "load_selection",
+    "CLOCK_ENV", "ROUNDS_ENV", "VERSIONS_BENCH", "checkout", "file_versions", "git_head",
     "machine_name", "parse_versions", "plan", "run_bench", "summary", "table_lines",
     "time_results", "version_number", "version_text",
 ]
