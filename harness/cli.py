@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from harness import __version__, store
+from harness import __version__, executors, store
 from harness.adapters import RegistryError, load_target, registry
 from harness.config import (
     PRECISION_MODES,
@@ -38,7 +38,7 @@ from harness.config import (
     validate_selection,
 )
 from harness.dtypes import DEVICES, DTYPES
-from harness.orchestrator import Progress, Runner
+from harness.orchestrator import Progress
 from harness.plan import (
     Cell,
     Key,
@@ -224,6 +224,17 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--shard", metavar="I/N",
                    help="run only slice I of N of the plan (balanced by estimated cost; "
                         "combine the N folders with `matmul-harness merge`)")
+    # -- where the cells run (harness/executors): local worker processes, or a Ray cluster
+    v.add_argument("--executor", metavar="local|ray",
+                   help="run cells in local worker processes (default) or as Ray tasks, one "
+                        "per framework, device and precision mode (needs "
+                        "'matmul-harness[ray]')")
+    v.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="with --executor ray: join this Ray cluster (default: RAY_ADDRESS, "
+                        "else a local cluster of --jobs CPUs is started)")
+    v.add_argument("--ray-accelerator", metavar="TYPE",
+                   help="with --executor ray: GPU cells run only on nodes with this "
+                        "accelerator type, e.g. H100")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,7 +324,19 @@ def _command(args: argparse.Namespace) -> int:
         dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
         junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
         timeout=args.timeout, force=args.force, check=args.check, shard=args.shard,
+        executor=_executor(args.executor, args.ray_address, args.ray_accelerator),
     )[0]
+
+
+def _executor(name: str | None, address: str | None,
+              accelerator: str | None) -> executors.Settings:
+    """`--executor` and its `--ray-*` flags, checked before anything is made (exit 2)."""
+    try:
+        chosen = executors.settings(name, address, accelerator)
+        executors.check_available(chosen)
+    except executors.ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+    return chosen
 
 
 def _error(message: str) -> None:
@@ -468,6 +491,7 @@ def verify(
     force: bool = False,
     check: str | None = None,
     shard: str | None = None,
+    executor: executors.Settings | None = None,
 ) -> tuple[int, Path]:
     """`verify` (and the verify step of `run`): the exit code and the output folder.
 
@@ -502,7 +526,8 @@ def verify(
             record = replace(record, resumed=(*record.resumed, store.stamp()))
             _write(lambda: store.save_config(out_dir, recorded, record),
                    out_dir / store.CONFIG_FILE)
-            return _run(cfg, cells, kept, out_dir, record, junit_path, jobs), out_dir
+            return _run(cfg, cells, kept, out_dir, record, junit_path, jobs,
+                        executor), out_dir
     cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
                   cell_timeout, timeout)
     if check is not None:
@@ -513,7 +538,7 @@ def verify(
         record = _write(lambda: store.save_config(out_dir, cfg, shard=_text(part)),
                         out_dir / store.CONFIG_FILE)
         return _run(cfg, shard_of(plan(cfg), part), {}, out_dir, record, junit_path,
-                    jobs), out_dir
+                    jobs, executor), out_dir
 
 
 def _text(part: Shard | None) -> str:
@@ -532,7 +557,8 @@ def _write(action: Callable[[], T], path: Path, kept: Path | None = None) -> T:
 
 
 def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Path,
-         record: store.RunRecord, junit: Path | None, jobs: int) -> int:
+         record: store.RunRecord, junit: Path | None, jobs: int,
+         executor: executors.Settings | None = None) -> int:
     remaining = [c for c in cells if c.key not in kept]
     rows = [r for rs in kept.values() for r in rs]
     log_path = out_dir / store.PARTIAL_FILE
@@ -545,8 +571,13 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
         log.append(new)
 
     started = time.time()
-    runner = Runner(cfg, record_rows, _progress_printer(), jobs, cfg.cell_timeout,
-                    cfg.timeout, done_before=len(kept))
+    chosen = executor or executors.Settings()
+    try:
+        runner = executors.make(chosen, cfg, record_rows, _progress_printer(), jobs,
+                                cfg.cell_timeout, cfg.timeout, done_before=len(kept))
+    except executors.ExecutorError as exc:
+        log.close()
+        raise UsageError(str(exc)) from None
     try:
         with _signals_as_interrupt():
             _write(lambda: runner.run(remaining, total=len(cells)), log_path, log_path)
@@ -564,8 +595,12 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
     rows = in_plan_order(rows, cells)
     _write(lambda: write_csv(rows, out_dir / store.FINAL_FILE), out_dir / store.FINAL_FILE,
            log_path)
-    _write(lambda: _write_meta(out_dir / store.META_FILE, cfg, rows, started, record),
-           out_dir / store.META_FILE, log_path)
+    placed = getattr(runner, "placements", None)  # the Ray executor's: where groups ran
+    ray_meta: dict[str, object] = {} if chosen.name == "local" else {"executor": {
+        "name": chosen.name, "address": chosen.address, "accelerator": chosen.accelerator,
+        "placements": placed}}
+    _write(lambda: _write_meta(out_dir / store.META_FILE, cfg, rows, started, record,
+                               ray_meta), out_dir / store.META_FILE, log_path)
     log.path.unlink(missing_ok=True)  # verify.csv now holds every cell
     return _show(rows, out_dir, junit)
 
@@ -621,7 +656,7 @@ def _signals_as_interrupt() -> Iterator[None]:
 
 
 def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float,
-                record: store.RunRecord) -> None:
+                record: store.RunRecord, extra: dict[str, object] | None = None) -> None:
     versions = {r.framework: r.framework_version for r in rows if r.framework_version}
     precisions = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
     meta = {
@@ -637,6 +672,7 @@ def _write_meta(path: Path, cfg: Config, rows: Sequence[Row], started: float,
         "framework_versions": versions,
         "precision_modes": precisions,
         "system": system_info(),
+        **(extra or {}),  # e.g. the Ray executor's placements
     }
     atomic_write(path, json.dumps(meta, indent=2) + "\n")
 
