@@ -164,14 +164,13 @@ def _table(path: Path) -> list[tuple[str, ...]]:
             for r in read(path)]
 
 
-def test_resume_after_the_driver_is_killed(tmp_path: Path, cluster: str) -> None:
+def test_resume_after_the_driver_is_killed_or_interrupted(
+        tmp_path: Path, cluster: str, plugins: None) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(config("slow, numpy", SLOW_CASES))
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     ray_args = ("--executor", "ray", "--ray-address", cluster)
-    ref = orchestrator("verify", "--config", str(cfg), "--out", str(whole), *ray_args)
-    out, err = ref.communicate(timeout=180)
-    assert ref.returncode == 0, err
+    assert main(["verify", "--config", str(cfg), "--out", str(whole), "--executor", "ray"]) == 0
 
     proc = orchestrator("verify", "--config", str(cfg), "--out", str(cut), *ray_args)
     wait_for_cells(cut / store.PARTIAL_FILE, 3, proc, timeout=120)
@@ -179,12 +178,43 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, cluster: str) -> None
     proc.wait(timeout=30)
     assert not (cut / "verify.csv").exists()
 
+    # resumed, then Ctrl-C'd: exit 130, the resume command, and what finished is kept
+    proc = orchestrator("verify", "--resume", str(cut), *ray_args)
+    wait_for_cells(cut / store.PARTIAL_FILE, 6, proc, timeout=120)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"Resume with: matmul-harness verify --resume {cut}" in err
+    assert "Traceback" not in err
+    assert not (cut / "verify.csv").exists()
+
     resumed = orchestrator("verify", "--resume", str(cut), *ray_args)
-    out, err = resumed.communicate(timeout=180)
+    _, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err
     assert _table(cut / "verify.csv") == _table(whole / "verify.csv")
     assert len(_table(cut / "verify.csv")) == 2 * len(SLOW_CASES) * 6  # no duplicates
-    assert len(_meta(cut)["resumed"]) == 1
+    assert len(_meta(cut)["resumed"]) == 2
+
+
+def test_cell_and_run_timeouts_as_locally(tmp_path: Path, cluster: str,
+                                          plugins: None) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config("sleepy", [("first", 2), ("slow", SLEEP_ROWS), ("last", 4)]))
+    out = tmp_path / "cell"
+    assert main(["verify", "--config", str(cfg), "--out", str(out), "--executor", "ray",
+                 "--cell-timeout", "2"]) == 1
+    dx = {r["case"]: r for r in read(out / "verify.csv") if r["quantity"] == "dX"}
+    assert [dx[c]["status"] for c in ("first", "slow", "last")] == ["pass", "error", "pass"]
+    assert dx["slow"]["reason"] == "timeout after 2 s (cell)"
+
+    out = tmp_path / "run"
+    cfg.write_text(config("sleepy", [("slow", SLEEP_ROWS), ("last", 4)]))
+    assert main(["verify", "--config", str(cfg), "--out", str(out), "--executor", "ray",
+                 "--timeout", "2"]) == 1
+    rows = read(out / "verify.csv")
+    assert len(rows) == 2 * 6
+    assert {r["reason"] for r in rows if r["quantity"] == "dX"} == {
+        "timeout: the run's overall limit of 2 s was reached"}
 
 
 @pytest.mark.parametrize(("argv", "expected"), [

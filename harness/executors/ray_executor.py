@@ -10,8 +10,9 @@ run's partial log) as they come, so nothing finished is lost whatever happens ne
 A task lost mid-run (its Ray worker or node died: WorkerCrashedError, NodeDiedError...)
 costs its in-flight cell, an `error` row with the cause; the rest of its group is
 submitted once more, wherever Ray places it. Lost again, the rest are errors too.
-The run's overall limit (`--timeout`) is kept here and on the nodes; each cell's
-(`--cell-timeout`) on the node, by the local Runner there; Ctrl-C cancels every task.
+Each cell's limit (`--cell-timeout`) is kept on the node, by the local Runner there; the
+run's (`--timeout`) here, cancelling every task at the deadline, as Ctrl-C does (a task
+whose driver is gone is ended by Ray itself).
 
 Ray is imported only here and in ray_node.py, never by `import harness`.
 """
@@ -222,13 +223,12 @@ class RayRunner:
             ask["num_gpus"] = 1
             if self.chosen.accelerator:
                 ask["accelerator_type"] = self.chosen.accelerator
-        left = self._end - time.monotonic()
         if self._remote is None:  # max_calls=1: a fresh Ray worker process per group;
             # max_retries=0: a lost task is retried here, without the cells it already sent
             self._remote = ray.remote(max_calls=1, max_retries=0,
                                       num_returns="streaming")(run_group)
-        gen = self._remote.options(**ask).remote(self.config, cells, self._targets, _worker_path(),
-                            self.cell_timeout, left if left != float("inf") else None)
+        gen = self._remote.options(**ask).remote(self.config, cells, self._targets,
+                                                 _worker_path(), self.cell_timeout)
         task = _Task(group, list(cells), attempt, gen)
         task.reader = threading.Thread(target=_read, args=(ray, task, self._inbox),
                                        daemon=True, name=f"ray-{'-'.join(group)}")

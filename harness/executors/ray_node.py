@@ -39,8 +39,7 @@ POLL_S = 1.0  # a Ray cancellation (KeyboardInterrupt) lands between two polls
 
 
 def run_group(config: Config, cells: Sequence[Cell], targets: dict[str, str],
-              sys_path: Sequence[str], cell_timeout: float,
-              total_timeout: float | None) -> Iterator[dict[str, Any]]:
+              sys_path: Sequence[str], cell_timeout: float) -> Iterator[dict[str, Any]]:
     """Run `cells` (one group) here, yielding a start message, then each cell's rows.
 
     `targets` is the driver's adapter registry (plugins registered only there still load
@@ -66,7 +65,8 @@ def run_group(config: Config, cells: Sequence[Cell], targets: dict[str, str],
     def on_rows(rows: list[Row]) -> None:
         out.put([replace(r, machine=r.machine or machine) for r in rows])
 
-    runner = Runner(config, on_rows, None, 1, cell_timeout, total_timeout, loader=loader)
+    # no overall limit here: the driver keeps it, and cancels this task at the deadline
+    runner = Runner(config, on_rows, None, 1, cell_timeout, None, loader=loader)
 
     def work() -> None:
         try:
