@@ -5,8 +5,12 @@
 Each repeat runs `matmul-harness verify` twice in fresh interpreters, local then Ray
 (alternating which goes first from one repeat to the next, so a drift in the machine's
 load is shared), and reports:
-- whether the verdict columns (framework, device, dtype, case, quantity, status, ratio,
-  max_abs_err) are identical between the two executors, row for row;
+- whether the verdict columns (framework, device, dtype, case, quantity, status) are
+  identical between the two executors, row for row, in every repeat; and how many rows
+  differ in their measured values (ratio, max_abs_err) or reason: a Ray task declares
+  one CPU, and Ray runs it with OMP_NUM_THREADS=1, so a BLAS sums in another order than
+  a local worker using every core (values change within the bound, verdicts must not),
+  and a framework's error text may name another operand first;
 - each wall time (the Ray one includes starting the local Ray cluster and shutting it
   down: what a user waits for), their medians and ratio;
 - the 1-minute load average before and after, since the machine may be shared.
@@ -25,12 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
-VERDICT = ("framework", "device", "dtype", "case", "quantity", "status", "ratio",
-           "max_abs_err")
+VERDICT = ("framework", "device", "dtype", "case", "quantity", "status")
+VALUES = ("ratio", "max_abs_err", "reason")
+Rows = list[dict[str, str]]
 
 
-def run_once(executor: str, extra: list[str]) -> tuple[float, int, list[tuple[str, ...]]]:
-    """Wall seconds, exit code and verdict rows of one `verify` in a fresh interpreter."""
+def run_once(executor: str, extra: list[str]) -> tuple[float, int, Rows, str]:
+    """Wall seconds, exit code, rows and printed problems of one `verify` in a fresh
+    interpreter."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "o"
         start = time.perf_counter()
@@ -44,8 +50,14 @@ def run_once(executor: str, extra: list[str]) -> tuple[float, int, list[tuple[st
             sys.exit(f"verify --executor {executor} exited {proc.returncode}: "
                      f"{proc.stderr.strip()[-2000:]}")
         with (out / "verify.csv").open() as f:
-            rows = [tuple(r[k] for k in VERDICT) for r in csv.DictReader(f)]
-    return wall, proc.returncode, rows
+            rows = list(csv.DictReader(f))
+    problems = "\n".join(ln for ln in proc.stdout.splitlines()
+                         if ln.startswith(("FAIL", "ERROR", "fail", "error")))
+    return wall, proc.returncode, rows, problems
+
+
+def _columns(rows: Rows, names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    return [tuple(r[k] for k in names) for r in rows]
 
 
 def main() -> None:
@@ -58,22 +70,32 @@ def main() -> None:
     if args.config:
         extra = ["--config", args.config, *extra]
     walls: dict[str, list[float]] = {"local": [], "ray": []}
-    verdicts: dict[str, list[tuple[str, ...]]] = {}
+    runs: dict[str, list[Rows]] = {"local": [], "ray": []}
     load_before = os.getloadavg()[0]
     for i in range(args.repeat):
         order = ("local", "ray") if i % 2 == 0 else ("ray", "local")
         for executor in order:
-            wall, code, rows = run_once(executor, extra)
+            wall, code, rows, problems = run_once(executor, extra)
             walls[executor].append(wall)
-            verdicts.setdefault(executor, rows)
+            runs[executor].append(rows)
             print(f"repeat {i + 1} {executor:5s}: {wall:7.1f} s, exit {code}, "
                   f"{len(rows)} rows", flush=True)
+            if problems:
+                print(problems, flush=True)
     load_after = os.getloadavg()[0]
-    same = verdicts["local"] == verdicts["ray"]
-    differ = sum(a != b for a, b in zip(verdicts["local"], verdicts["ray"], strict=False))
+    base = _columns(runs["local"][0], VERDICT)
+    same = all(_columns(r, VERDICT) == base for rs in runs.values() for r in rs)
+    print(f"verdict columns {', '.join(VERDICT)} identical in all {2 * args.repeat} runs: "
+          f"{same} ({len(base)} rows)")
+    for col in VALUES:
+        local_first = runs["local"][0]
+        for name, rs in runs.items():
+            for k, rows in enumerate(rs):
+                differ = sum(a[col] != b[col] for a, b in zip(local_first, rows, strict=False))
+                if differ and (name, k) != ("local", 0):
+                    print(f"  {col}: {differ} rows differ between local run 1 and {name} "
+                          f"run {k + 1}")
     local, ray = statistics.median(walls["local"]), statistics.median(walls["ray"])
-    print(f"verdict columns identical: {same} ({len(verdicts['local'])} rows local, "
-          f"{len(verdicts['ray'])} ray, {differ} differing)")
     print(f"median wall: local {local:.1f} s, ray {ray:.1f} s (Ray start-up included), "
           f"ray/local {ray / local:.2f}x, ray-local {ray - local:+.1f} s")
     print(f"load average (1 min): {load_before:.2f} before, {load_after:.2f} after, "

@@ -572,15 +572,20 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
 
     started = time.time()
     chosen = executor or executors.Settings()
-    try:
-        runner = executors.make(chosen, cfg, record_rows, _progress_printer(), jobs,
-                                cfg.cell_timeout, cfg.timeout, done_before=len(kept))
-    except executors.ExecutorError as exc:
-        log.close()
-        raise UsageError(str(exc)) from None
+
+    def start_and_run() -> executors.Executor:
+        # started under the signal handlers: a Ctrl-C while Ray starts is an interrupt too
+        try:
+            runner = executors.make(chosen, cfg, record_rows, _progress_printer(), jobs,
+                                    cfg.cell_timeout, cfg.timeout, done_before=len(kept))
+        except executors.ExecutorError as exc:
+            raise UsageError(str(exc)) from None
+        runner.run(remaining, total=len(cells))
+        return runner
+
     try:
         with _signals_as_interrupt():
-            _write(lambda: runner.run(remaining, total=len(cells)), log_path, log_path)
+            runner = _write(start_and_run, log_path, log_path)
     except KeyboardInterrupt:
         _clear_progress()
         done = len(group_cells(rows))

@@ -20,7 +20,6 @@ Ray is imported only here and in ray_node.py, never by `import harness`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import queue as queues
 import socket
 import threading
@@ -53,10 +52,11 @@ _END = object()  # a task's stream is exhausted
 def import_ray() -> Any:
     """The `ray` module, or ExecutorError with the install hint."""
     try:
-        return importlib.import_module("ray")
+        import ray
     except ImportError as exc:
         raise ExecutorError(f"--executor ray needs Ray, which is not installed here ({exc}); "
                             f"install it with: {RAY_INSTALL_HINT}") from None
+    return ray
 
 
 def gcs_endpoint(address: str) -> tuple[str, int] | None:
@@ -169,6 +169,7 @@ class RayRunner:
     _targets: dict[str, str] = field(default_factory=dict)
     _inbox: Inbox = field(default_factory=queues.Queue)
     _remote: Any = None  # run_group as a Ray remote function, made once per run
+    _gpus: bool = False  # whether any node of the cluster offers a GPU
 
     def run(self, cells: Sequence[Cell], total: int | None = None) -> None:
         """Run `cells`; `total` is the whole plan's size when `cells` is what is left."""
@@ -182,6 +183,7 @@ class RayRunner:
         active: list[_Task] = []
         try:
             offered = self.cluster.ray.cluster_resources()
+            self._gpus = offered.get("GPU", 0) >= 1
             for group, mine in groups.items():
                 why = self._infeasible(group[1], offered)
                 if why:
@@ -201,13 +203,14 @@ class RayRunner:
                 self.cluster.ray.shutdown()
 
     def _infeasible(self, device: str, offered: dict[str, float]) -> str:
-        """Why no node of the cluster can take a group on `device` ("" if one can)."""
-        if device != "gpu":
-            return ""
-        if offered.get("GPU", 0) < 1:
-            return "no node of the Ray cluster offers a GPU (ray.cluster_resources())"
+        """Why no node of the cluster can take a group on `device` ("" if one can).
+
+        A cluster without any GPU runs GPU groups on a CPU slot, as a local run would: the
+        adapter gives its own reason (`no CUDA GPU visible to torch`), the same row as
+        locally. An accelerator type no node offers would leave the task pending forever.
+        """
         acc = self.chosen.accelerator
-        if acc and f"accelerator_type:{acc}" not in offered:
+        if device == "gpu" and acc and f"accelerator_type:{acc}" not in offered:
             types = sorted(k.partition(":")[2] for k in offered
                            if k.startswith("accelerator_type:"))
             return (f"no node of the Ray cluster offers accelerator type {acc} "
@@ -219,7 +222,7 @@ class RayRunner:
 
         ray = self.cluster.ray
         ask: dict[str, Any] = {"num_cpus": 1}
-        if group[1] == "gpu":
+        if group[1] == "gpu" and self._gpus:
             ask["num_gpus"] = 1
             if self.chosen.accelerator:
                 ask["accelerator_type"] = self.chosen.accelerator
