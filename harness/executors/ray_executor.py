@@ -287,6 +287,11 @@ class RayRunner:
 
     def _cause(self, task: _Task, exc: BaseException) -> str:
         where = task.info.get("host") or "its node"
+        # a RayTaskError's own first line is only "ray::run_group() (pid=..., ip=...)":
+        # the exception raised on the node is its `cause`
+        inner = getattr(exc, "cause", None)
+        if isinstance(inner, BaseException):
+            exc = inner
         return f"Ray task lost on {where}: {type(exc).__name__}: {_first_line(exc)}"
 
     def _lost(self, task: _Task, active: list[_Task], cause: str) -> None:
