@@ -33,6 +33,10 @@ from harness.results import Row
 from tests.test_faults import PLUGINS, config, orchestrator, read, wait_for_cells
 from tests.test_registry import fake_entry_points
 
+# ray.init starts its services through subprocess (fork, then exec at once), which
+# Python warns about once JAX's threads exist in this process (other tests import it)
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
 SLEEP_ROWS = 5  # a case whose X has this many rows sleeps SLEEP_S in the sleepy adapter
 SLEEP_S = 30.0  # long: a framework worker outliving its killed Ray worker is seen
 
