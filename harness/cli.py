@@ -578,8 +578,10 @@ def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Pa
         try:
             runner = executors.make(chosen, cfg, record_rows, _progress_printer(), jobs,
                                     cfg.cell_timeout, cfg.timeout, done_before=len(kept))
-        except executors.ExecutorError as exc:
-            raise UsageError(str(exc)) from None
+        except executors.ExecutorError as exc:  # nothing ran; the folder holds the run
+            raise UsageError(f"{exc}; nothing ran: retry with matmul-harness verify "
+                             f"--resume {shlex.quote(str(out_dir))} and the --executor "
+                             "flags") from None
         runner.run(remaining, total=len(cells))
         return runner
 

@@ -20,11 +20,13 @@ Ray is imported only here and in ray_node.py, never by `import harness`.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue as queues
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,15 +111,33 @@ def connect(chosen: Settings, jobs: int) -> Cluster:
     # log_to_driver off: the workers' own output would interleave with the matrix
     quiet = {"logging_level": "ERROR", "log_to_driver": False}
     try:
-        if chosen.address:
-            ray.init(address=chosen.address, **quiet)
-        else:
-            ray.init(num_cpus=jobs, include_dashboard=False, **quiet)
+        with _stderr_aside():
+            if chosen.address:
+                ray.init(address=chosen.address, **quiet)
+            else:
+                ray.init(num_cpus=jobs, include_dashboard=False, **quiet)
     except Exception as exc:  # ConnectionError, a Ray version mismatch...
         where = chosen.address or "a local cluster"
         raise ExecutorError(f"--executor ray: cannot start or join {where}: "
                             f"{type(exc).__name__}: {_first_line(exc)}") from None
     return Cluster(ray, True)
+
+
+@contextlib.contextmanager
+def _stderr_aside() -> Iterator[None]:
+    """Ray's C++ client logs each failed attempt to join a cluster on the process's
+    stderr, once a second for up to a minute; while it starts, that goes nowhere, and
+    a failure is told in our one line instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _first_line(exc: BaseException) -> str:
