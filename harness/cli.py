@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from harness import __version__, runfiles, store
+from harness import __version__, executors, runfiles, store
 from harness.adapters import RegistryError, load_target, registry
 from harness.config import (
     PRECISION_MODES,
@@ -37,7 +37,7 @@ from harness.config import (
     validate_selection,
 )
 from harness.dtypes import DEVICES, DTYPES
-from harness.orchestrator import DEFAULT_JOBS, Progress, Runner
+from harness.orchestrator import DEFAULT_JOBS, Progress
 from harness.plan import (
     Cell,
     Key,
@@ -224,6 +224,17 @@ def _verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--shard", metavar="I/N",
                    help="run only slice I of N of the plan (balanced by estimated cost; "
                         "combine the N folders with `matmul-harness merge`)")
+    # -- where the cells run (harness/executors): local worker processes, or a Ray cluster
+    v.add_argument("--executor", metavar="local|ray",
+                   help="run cells in local worker processes (default) or as Ray tasks, one "
+                        "per framework, device and precision mode (needs "
+                        "'matmul-harness[ray]')")
+    v.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="with --executor ray: join this Ray cluster (default: RAY_ADDRESS, "
+                        "else a local cluster of --jobs CPUs is started)")
+    v.add_argument("--ray-accelerator", metavar="TYPE",
+                   help="with --executor ray: GPU cells run only on nodes with this "
+                        "accelerator type, e.g. H100")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,7 +324,19 @@ def _command(args: argparse.Namespace) -> int:
         dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
         junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
         timeout=args.timeout, force=args.force, check=args.check, shard=args.shard,
+        executor=_executor(args.executor, args.ray_address, args.ray_accelerator),
     )[0]
+
+
+def _executor(name: str | None, address: str | None,
+              accelerator: str | None) -> executors.Settings:
+    """`--executor` and its `--ray-*` flags, checked before anything is made (exit 2)."""
+    try:
+        chosen = executors.settings(name, address, accelerator)
+        executors.check_available(chosen)
+    except executors.ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+    return chosen
 
 
 def _error(message: str) -> None:
@@ -469,6 +492,7 @@ def verify(
     force: bool = False,
     check: str | None = None,
     shard: str | None = None,
+    executor: executors.Settings | None = None,
 ) -> tuple[int, Path]:
     """`verify` (and the verify step of `run`): the exit code and the output folder.
 
@@ -488,12 +512,13 @@ def verify(
                 "and shard; drop --config/--framework/--device/--dtype/--precision/--out/"
                 "--force/--shard/--check"
             )
-        return _resume(Path(resume), prefix, known, cell_timeout, timeout, junit_path, jobs)
+        return _resume(Path(resume), prefix, known, cell_timeout, timeout, junit_path, jobs,
+                       executor)
     cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
                   cell_timeout, timeout)
     if check is not None:
         cfg = replace(cfg, check=check_name(check, "--check"))
-    return _fresh(cfg, _out_dir(out, prefix), force, part, junit_path, jobs)
+    return _fresh(cfg, _out_dir(out, prefix), force, part, junit_path, jobs, executor)
 
 
 def _shard(shard: str | None) -> Shard | None:
@@ -504,18 +529,20 @@ def _shard(shard: str | None) -> Shard | None:
 
 
 def _fresh(cfg: Config, out_dir: Path, force: bool, part: Shard | None,
-           junit: Path | None, jobs: int) -> tuple[int, Path]:
+           junit: Path | None, jobs: int,
+           executor: executors.Settings | None) -> tuple[int, Path]:
     """A new run of `cfg` (or its shard `part`) in `out_dir`."""
     with store.claim(out_dir):
         store.prepare_fresh(out_dir, force)
         record = _write(lambda: store.save_config(out_dir, cfg, shard=_text(part)),
                         out_dir / runfiles.CONFIG_FILE)
         cells = shard_of(plan(cfg), part)
-        return _run(cfg, cells, {}, out_dir, record, junit, jobs), out_dir
+        return _run(cfg, cells, {}, out_dir, record, junit, jobs, executor), out_dir
 
 
 def _resume(folder: Path, prefix: str, known: tuple[str, ...], cell_timeout: float | None,
-            timeout: float | None, junit: Path | None, jobs: int) -> tuple[int, Path]:
+            timeout: float | None, junit: Path | None, jobs: int,
+            executor: executors.Settings | None) -> tuple[int, Path]:
     """`--resume DIR`: the run recorded in DIR, its finished cells kept, the rest run."""
     recorded, record = store.load_config(folder, known)  # first: makes nothing
     out_dir = _out_dir(str(folder), prefix, "--resume")
@@ -529,7 +556,7 @@ def _resume(folder: Path, prefix: str, known: tuple[str, ...], cell_timeout: flo
         record = replace(record, resumed=(*record.resumed, store.stamp()))
         _write(lambda: store.save_config(out_dir, recorded, record),
                out_dir / runfiles.CONFIG_FILE)
-        return _run(cfg, cells, kept, out_dir, record, junit, jobs), out_dir
+        return _run(cfg, cells, kept, out_dir, record, junit, jobs, executor), out_dir
 
 
 def _text(part: Shard | None) -> str:
@@ -548,29 +575,32 @@ def _write(action: Callable[[], T], path: Path, kept: Path | None = None) -> T:
 
 
 def _run(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]], out_dir: Path,
-         record: store.RunRecord, junit: Path | None, jobs: int) -> int:
+         record: store.RunRecord, junit: Path | None, jobs: int,
+         executor: executors.Settings | None) -> int:
     """Run the cells not `kept`, logging each as it finishes; then the final files."""
     log = _write(lambda: store.CellLog(out_dir, kept, record.fingerprint),
                  out_dir / runfiles.PARTIAL_FILE)
     started = time.time()
     try:
-        rows = _run_cells(cfg, cells, kept, log, jobs)
+        rows, placed = _run_cells(cfg, cells, kept, log, jobs, executor)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
         log.close()
     rows = in_plan_order(rows, cells)
     _write(lambda: store.write_rows(out_dir, rows), out_dir / runfiles.VERIFY_FILE, log.path)
-    _write(lambda: store.write_run(out_dir, cfg, rows, started, record),
+    _write(lambda: store.write_run(out_dir, cfg, rows, started, record, placed),
            out_dir / runfiles.RUN_FILE, log.path)
     log.path.unlink(missing_ok=True)  # verify.csv now holds every cell
     return _show(rows, out_dir, junit)
 
 
 def _run_cells(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]],
-               log: store.CellLog, jobs: int) -> list[Row]:
+               log: store.CellLog, jobs: int,
+               executor: executors.Settings | None) -> tuple[list[Row], dict[str, object]]:
     """Every row, kept and new; an interruption (Ctrl-C, SIGTERM, SIGHUP) is said, then
-    re-raised as KeyboardInterrupt with every finished cell in the log."""
+    re-raised as KeyboardInterrupt with every finished cell in the log. The dict is
+    run.json's record of where the cells ran (empty for the local executor)."""
     rows = [r for rs in kept.values() for r in rs]
     machine = machine_slug()  # every row keeps its machine: merged runs mix several
 
@@ -579,12 +609,24 @@ def _run_cells(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]],
         rows.extend(new)
         log.append(new)
 
-    runner = Runner(cfg, record_rows, _progress_printer(), jobs, cfg.cell_timeout,
-                    cfg.timeout, done_before=len(kept))
+    chosen = executor or executors.Settings()
     remaining = [c for c in cells if c.key not in kept]
+
+    def start_and_run() -> executors.Executor:
+        # started under the signal handlers: a Ctrl-C while Ray starts is an interrupt too
+        try:
+            runner = executors.make(chosen, cfg, record_rows, _progress_printer(), jobs,
+                                    cfg.cell_timeout, cfg.timeout, done_before=len(kept))
+        except executors.ExecutorError as exc:  # nothing ran; the folder holds the run
+            raise UsageError(f"{exc}; nothing ran: retry with matmul-harness verify "
+                             f"--resume {shlex.quote(str(log.path.parent))} and the "
+                             "--executor flags") from None
+        runner.run(remaining, total=len(cells))
+        return runner
+
     try:
         with _signals_as_interrupt():
-            _write(lambda: runner.run(remaining, total=len(cells)), log.path, log.path)
+            runner = _write(start_and_run, log.path, log.path)
     except KeyboardInterrupt:
         _clear_progress()
         done = len(group_cells(rows))
@@ -594,7 +636,11 @@ def _run_cells(cfg: Config, cells: list[Cell], kept: dict[Key, list[Row]],
                   f"{shlex.quote(str(log.path.parent))}", file=sys.stderr, flush=True)
         raise
     _clear_progress()
-    return rows
+    if chosen.name == "local":
+        return rows, {}
+    placed = getattr(runner, "placements", None)  # the Ray executor's: where groups ran
+    return rows, {"executor": {"name": chosen.name, "address": chosen.address,
+                               "accelerator": chosen.accelerator, "placements": placed}}
 
 
 def _finished(out_dir: Path, cells: list[Cell], junit: Path | None) -> int:

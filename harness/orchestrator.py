@@ -132,12 +132,22 @@ class Runner:
     cell_timeout: float = CELL_TIMEOUT_S
     total_timeout: float | None = None
     done_before: int = 0  # cells finished by an earlier, interrupted run (resume)
+    # how a framework name becomes its adapter class: the registry here; a Ray node is
+    # given the driver's registry (harness/executors/ray_node.py)
+    loader: Callable[[str], type[Adapter]] = load
     _done: int = 0
     _total: int = 0
     _end: float = float("inf")
     _logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="harness-")))
     _inbox: queues.Queue[tuple[_Worker, Any]] = field(default_factory=queues.Queue)
     _refs: References = field(default_factory=lambda: References(0))  # set up by run()
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        """Ask a run going on in another thread to end as Ctrl-C would (workers killed,
+        KeyboardInterrupt out of `run`); its loop wakes for it at once."""
+        self._stopping.set()
+        self._inbox.put((None, _EOF))  # type: ignore[arg-type]  # a wake-up, from no worker
 
     def run(self, cells: Sequence[Cell], total: int | None = None) -> None:
         """Run `cells`; `total` is the whole plan's size when `cells` is what is left."""
@@ -162,6 +172,8 @@ class Runner:
                     active.append(self._start(*queue.popleft()))
                     self._prefetch(active[-1])
                 self._step(active, queue)
+                if self._stopping.is_set():
+                    raise KeyboardInterrupt
                 if time.monotonic() > self._end:
                     self._expire(active, queue)
         except BaseException:  # Ctrl-C, SIGTERM: end every worker now, keep what finished
@@ -184,7 +196,7 @@ class Runner:
     def _static(self, name: str, mode: str, mine: list[tuple[int, Cell]]) -> _Queued | None:
         """Settle what needs no worker: unknown or missing frameworks, unsupported dtypes."""
         try:
-            adapter = load(name)
+            adapter = self.loader(name)
         except RegistryError as exc:
             for _, cell in mine:
                 self._emit(uniform_rows(cell, "error", str(exc), ""), name)
@@ -322,7 +334,7 @@ class Runner:
 
     def _expire(self, active: list[_Worker], queue: deque[_Queued]) -> None:
         """The overall time limit is reached: stop everything, record what did not run."""
-        why = f"timeout: the run's overall limit of {self.total_timeout:g} s was reached"
+        why = timeout_reason(self.total_timeout)
         for w in list(active):
             w.process.kill()
             self._stop(w)
@@ -356,6 +368,11 @@ class Runner:
         except subprocess.TimeoutExpired:
             w.process.kill()
             w.process.wait(timeout=5)
+
+
+def timeout_reason(total_timeout: float | None) -> str:
+    """The reason of every cell that the run's overall time limit left undone."""
+    return f"timeout: the run's overall limit of {total_timeout:g} s was reached"
 
 
 def verify(

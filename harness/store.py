@@ -260,8 +260,9 @@ def write_rows(out_dir: Path, rows: Sequence[Row]) -> None:
 
 
 def write_run(out_dir: Path, cfg: Config, rows: Sequence[Row], started: float,
-              record: RunRecord) -> None:
-    """run.json, atomically: what ran, where, with which framework versions and modes."""
+              record: RunRecord, extra: dict[str, object] | None = None) -> None:
+    """run.json, atomically: what ran, where, with which framework versions and modes;
+    `extra` adds entries (the Ray executor's placements)."""
     versions = {r.framework: r.framework_version for r in rows if r.framework_version}
     precisions = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
     meta = {
@@ -277,6 +278,7 @@ def write_run(out_dir: Path, cfg: Config, rows: Sequence[Row], started: float,
         "framework_versions": versions,
         "precision_modes": precisions,
         "system": system_info(),
+        **(extra or {}),
     }
     atomic_write(out_dir / RUN_FILE, json.dumps(meta, indent=2) + "\n")
 
