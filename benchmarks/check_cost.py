@@ -113,27 +113,36 @@ STANDIN_CHECK = """
 import json, resource, sys, time
 from harness.adapters import load
 from harness.cases import Case
-from harness.judge import judge
+from harness.dtypes import get
+from harness.judge import judge, needed
 from harness.plan import Cell
 from harness.refcache import References
 from harness.spill import Spilled, unspill
 from threadpoolctl import threadpool_limits
 threadpool_limits(1, "blas")  # as the orchestrator runs
-n, folder = int(sys.argv[1]), sys.argv[2]
-case = Case(f"square_{n}", (n, n), (n, n))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+n, folder, threads = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+case, adapter = Case(f"square_{n}", (n, n), (n, n)), load("torch")
 refs = References(0, spill_dir=None)
-refs.threads = 2
-start = time.perf_counter()
+refs.threads = threads  # the cores the orchestrator has once the worker is done
+refs.expect([(case, "float32", "sampled")])
+cpu0, start = cpu(), time.perf_counter()
+refs.get(case, get("float32"), "sampled", needed(adapter))  # what prefetch builds early
+built = time.perf_counter()
 outputs = unspill({q: Spilled(f"{folder}/{q}.npy") for q in ("Y", "dX", "dW", "dY", "d2W")})
-rows = judge(Cell("torch", "pinned", "cpu", "float32", case), outputs, {}, load("torch"),
+rows = judge(Cell("torch", "pinned", "cpu", "float32", case), outputs, {}, adapter,
              "ieee", "stand-in", 0, refs, "sampled")
-print(json.dumps({"check_s": time.perf_counter() - start,
+end = time.perf_counter()
+print(json.dumps({"check_s": end - start, "build_s": built - start, "judge_s": end - built,
+                  "cpu_s": cpu() - cpu0,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "verdict": " ".join(f"{r.quantity}={r.status}" for r in rows)}))
 """
 
 
-def stand_in(n: int, how: str) -> tuple[float, dict[str, float], str]:
+def stand_in(n: int, how: str, threads: int) -> tuple[float, dict[str, float], str]:
     """(compute, check measurements, verdicts) without a framework: the five results are
     computed in float32 by numpy from reference.terms, saved as the worker saves large
     results, and judged by the orchestrator's own code (References, unspill, judge) in a
@@ -142,7 +151,8 @@ def stand_in(n: int, how: str) -> tuple[float, dict[str, float], str]:
         made = subprocess.run([sys.executable, "-c", STANDIN_OUTPUTS, str(n), tmp, how],
                               capture_output=True, text=True, check=False)
         compute = _last_json(made, f"stand-in results at {n}")["compute_s"]
-        judged = subprocess.run([sys.executable, "-c", STANDIN_CHECK, str(n), tmp],
+        judged = subprocess.run([sys.executable, "-c", STANDIN_CHECK, str(n), tmp,
+                                 str(threads)],
                                 capture_output=True, text=True, check=False)
         data: dict[str, object] = json.loads(judged.stdout.strip().splitlines()[-1]) if (
             judged.stdout.strip()) else {}
@@ -210,6 +220,8 @@ def main() -> int:
                         "checking work and memory, every row fails), and the orchestrator's "
                         "code checks them; for a machine too busy or too small to run a "
                         "framework at 8192³")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="the stand-in's reference threads (default: %(default)s)")
     args = p.parse_args()
     plan = [(n, c) for n in args.sizes for c in args.checks] + [
         (n, "sampled") for n in args.sampled_sizes]
@@ -220,10 +232,13 @@ def main() -> int:
     walls: dict[tuple[int, str, int], float] = {}
     for n, check in plan:
         if check == "sampled" and args.stand_in:
-            cpu, med, verdict = stand_in(n, args.stand_in)
+            cpu, med, verdict = stand_in(n, args.stand_in, args.threads)
             print(f"{n}³ | sampled | stand-in ({args.stand_in}) | {cpu:.2f} | "
-                  f"{med['check_s']:.2f} | {med['check_s'] / cpu:.2f} | - | - | "
-                  f"{med['rss_mb']:.0f} | {verdict}", flush=True)
+                  f"{med['check_s']:.2f} | {med['check_s'] / cpu:.2f} | "
+                  f"{med['build_s']:.2f} | - | {med['rss_mb']:.0f} | {verdict}", flush=True)
+            print(f"  (stand-in: references built in {med['build_s']:.2f} s, judged in "
+                  f"{med['judge_s']:.2f} s after, {med['cpu_s']:.2f} CPU seconds in all, on "
+                  f"{args.threads} threads)", flush=True)
             continue
         for fws in ([args.one], args.four):
             if len(fws) > 1 and n > args.four_max:

@@ -8,6 +8,8 @@ check sees it.
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -344,6 +346,27 @@ def test_sampled_selftest_catches_what_the_full_one_does_at_its_shapes(tmp_path)
             assert r.detected >= full[(r.bug, r.dtype)], (bug.name, r.dtype)
     selftest_sampled.write(sampled, tmp_path)
     assert (tmp_path / selftest_sampled.SAMPLED_FILE).read_text().startswith("bug,quantity,")
+    # the report reads the file back: one table row per (bug, shape), a miss is a shortfall
+    from harness.report.load_selftest import read_sampled
+    from harness.report.schema import ReportInputError
+    from harness.report.tables_selftest import sampled_table, selftest_shortfalls
+
+    read = read_sampled(tmp_path)
+    assert read is not None and len(read) == len(sampled)
+    assert len(sampled_table(read).rows) == len({(b.name, b.case.label) for b, _ in sampled})
+    assert selftest_shortfalls(read) == []
+    path = tmp_path / selftest_sampled.SAMPLED_FILE
+    records = list(csv.reader(path.read_text().splitlines()))
+    missed = next(r for r in records[1:] if r[-1] == "True" and r[4] == "True")
+    missed[-2] = "0"  # a required detection: caught in none of the trials
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(records)
+    read = read_sampled(tmp_path)
+    assert read is not None and len(selftest_shortfalls(read)) == 1
+    path.write_text("bug,quantity\nx,Y\n")
+    with pytest.raises(ReportInputError, match="expected the header"):
+        read_sampled(tmp_path)
+    assert read_sampled(tmp_path / "absent") is None
 
 
 def test_chunked_draws_are_one_draw(monkeypatch) -> None:  # type: ignore[no-untyped-def]

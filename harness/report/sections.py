@@ -18,9 +18,10 @@ from harness.report import figures as fg
 from harness.report import tables as tb
 from harness.report import tables_selftest as ts
 from harness.report.load import Loaded
-from harness.report.load_selftest import Selftest
+from harness.report.load_selftest import Selftest, read_sampled
 from harness.report.schema import Machine
 from harness.selftest import SELFTEST_FILE
+from harness.selftest_sampled import SAMPLED_FILE
 
 
 @dataclass
@@ -195,5 +196,11 @@ def selftest_section(data: Loaded) -> Section:
             s.items.append(ts.selftest_table(st.detections, title))
             s.tables[-1].foot = [fd_line, source]
             s.notes += [prefix + line for line in ts.selftest_shortfalls(st.detections)]
+        sampled = read_sampled(Path(st.folder))
+        if sampled:
+            s.items.append(ts.sampled_table(sampled))
+            s.tables[-1].foot = [f"Source: {Path(st.folder) / SAMPLED_FILE}."]
+            s.notes += [prefix + "sampled check: " + line
+                        for line in ts.selftest_shortfalls(sampled)]
         s.notes += [prefix + line for line in ts.fd_disagreements(st.fd or [])]
     return s
