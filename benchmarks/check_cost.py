@@ -18,7 +18,9 @@ and reports:
 - ratio: checking / compute (goal at 2048³, one framework, default settings: <= 1.0);
 - verify wall time, and four frameworks' wall / one's (goal at 2048³: <= 1.5);
 - the orchestrator's peak RSS (goal at 8192³ sampled: <= 2048 MB, checking <= 10 s);
-- the verdicts (every row should pass).
+- the verdicts (every row should pass);
+- the orchestrator's CPU seconds (user + system, its workers not counted): on a busy
+  machine, where wall times stretch, the checking's cost in CPU time.
 
 Figures are medians over `--repeat` runs. Four frameworks at sizes above `--four-max` are
 left out by default (each worker holds several GB at 8192³); raise it on a big machine.
@@ -65,8 +67,9 @@ except ImportError:
 from harness.cli import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"code": code, "wall_s": time.perf_counter() - start, "check_s": spent[0],
-                  "build_s": sum(built),
+                  "build_s": sum(built), "cpu_s": usage.ru_utime + usage.ru_stime,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -226,7 +229,7 @@ def main() -> int:
     plan = [(n, c) for n in args.sizes for c in args.checks] + [
         (n, "sampled") for n in args.sampled_sizes]
     header = ("size", "check", "frameworks", "compute s", "checking s", "ratio", "build s",
-              "wall s", "RSS MB", "verdicts")
+              "wall s", "RSS MB", "verdicts", "orchestrator CPU s")
     print(" | ".join(header), flush=True)
     compute: dict[tuple[str, int], float] = {}
     walls: dict[tuple[int, str, int], float] = {}
@@ -256,7 +259,7 @@ def main() -> int:
             print(f"{n}³ | {check} | {len(fws)} | {cpu:.2f} | {med['check_s']:.2f} | "
                   f"{med['check_s'] / cpu:.2f} | {med['build_s']:.2f} | {med['wall_s']:.1f} | "
                   f"{med['rss_mb']:.0f} | "
-                  f"{verdict}", flush=True)
+                  f"{verdict} | {med.get('cpu_s', float('nan')):.1f}", flush=True)
     for (n, check, k), wall in sorted(walls.items()):
         one = walls.get((n, check, 1))
         if k > 1 and one:
