@@ -18,7 +18,9 @@ and reports:
 - ratio: checking / compute (goal at 2048³, one framework, default settings: <= 1.0);
 - verify wall time, and four frameworks' wall / one's (goal at 2048³: <= 1.5);
 - the orchestrator's peak RSS (goal at 8192³ sampled: <= 2048 MB, checking <= 10 s);
-- the verdicts (every row should pass).
+- the verdicts (every row should pass);
+- the orchestrator's CPU seconds (user + system, its workers not counted): on a busy
+  machine, where wall times stretch, the checking's cost in CPU time.
 
 Figures are medians over `--repeat` runs. Four frameworks at sizes above `--four-max` are
 left out by default (each worker holds several GB at 8192³); raise it on a big machine.
@@ -65,8 +67,9 @@ except ImportError:
 from harness.cli import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"code": code, "wall_s": time.perf_counter() - start, "check_s": spent[0],
-                  "build_s": sum(built),
+                  "build_s": sum(built), "cpu_s": usage.ru_utime + usage.ru_stime,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -113,27 +116,36 @@ STANDIN_CHECK = """
 import json, resource, sys, time
 from harness.adapters import load
 from harness.cases import Case
-from harness.judge import judge
+from harness.dtypes import get
+from harness.judge import judge, needed
 from harness.plan import Cell
 from harness.refcache import References
 from harness.spill import Spilled, unspill
 from threadpoolctl import threadpool_limits
 threadpool_limits(1, "blas")  # as the orchestrator runs
-n, folder = int(sys.argv[1]), sys.argv[2]
-case = Case(f"square_{n}", (n, n), (n, n))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+n, folder, threads = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+case, adapter = Case(f"square_{n}", (n, n), (n, n)), load("torch")
 refs = References(0, spill_dir=None)
-refs.threads = 2
-start = time.perf_counter()
+refs.threads = threads  # the cores the orchestrator has once the worker is done
+refs.expect([(case, "float32", "sampled")])
+cpu0, start = cpu(), time.perf_counter()
+refs.get(case, get("float32"), "sampled", needed(adapter))  # what prefetch builds early
+built, cpu1 = time.perf_counter(), cpu()
 outputs = unspill({q: Spilled(f"{folder}/{q}.npy") for q in ("Y", "dX", "dW", "dY", "d2W")})
-rows = judge(Cell("torch", "pinned", "cpu", "float32", case), outputs, {}, load("torch"),
+rows = judge(Cell("torch", "pinned", "cpu", "float32", case), outputs, {}, adapter,
              "ieee", "stand-in", 0, refs, "sampled")
-print(json.dumps({"check_s": time.perf_counter() - start,
+end = time.perf_counter()
+print(json.dumps({"check_s": end - start, "build_s": built - start, "judge_s": end - built,
+                  "cpu_s": cpu() - cpu0, "judge_cpu_s": cpu() - cpu1,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "verdict": " ".join(f"{r.quantity}={r.status}" for r in rows)}))
 """
 
 
-def stand_in(n: int, how: str) -> tuple[float, dict[str, float], str]:
+def stand_in(n: int, how: str, threads: int) -> tuple[float, dict[str, float], str]:
     """(compute, check measurements, verdicts) without a framework: the five results are
     computed in float32 by numpy from reference.terms, saved as the worker saves large
     results, and judged by the orchestrator's own code (References, unspill, judge) in a
@@ -142,7 +154,8 @@ def stand_in(n: int, how: str) -> tuple[float, dict[str, float], str]:
         made = subprocess.run([sys.executable, "-c", STANDIN_OUTPUTS, str(n), tmp, how],
                               capture_output=True, text=True, check=False)
         compute = _last_json(made, f"stand-in results at {n}")["compute_s"]
-        judged = subprocess.run([sys.executable, "-c", STANDIN_CHECK, str(n), tmp],
+        judged = subprocess.run([sys.executable, "-c", STANDIN_CHECK, str(n), tmp,
+                                 str(threads)],
                                 capture_output=True, text=True, check=False)
         data: dict[str, object] = json.loads(judged.stdout.strip().splitlines()[-1]) if (
             judged.stdout.strip()) else {}
@@ -210,20 +223,26 @@ def main() -> int:
                         "checking work and memory, every row fails), and the orchestrator's "
                         "code checks them; for a machine too busy or too small to run a "
                         "framework at 8192³")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="the stand-in's reference threads (default: %(default)s)")
     args = p.parse_args()
     plan = [(n, c) for n in args.sizes for c in args.checks] + [
         (n, "sampled") for n in args.sampled_sizes]
     header = ("size", "check", "frameworks", "compute s", "checking s", "ratio", "build s",
-              "wall s", "RSS MB", "verdicts")
+              "wall s", "RSS MB", "verdicts", "orchestrator CPU s")
     print(" | ".join(header), flush=True)
     compute: dict[tuple[str, int], float] = {}
     walls: dict[tuple[int, str, int], float] = {}
     for n, check in plan:
         if check == "sampled" and args.stand_in:
-            cpu, med, verdict = stand_in(n, args.stand_in)
+            cpu, med, verdict = stand_in(n, args.stand_in, args.threads)
             print(f"{n}³ | sampled | stand-in ({args.stand_in}) | {cpu:.2f} | "
-                  f"{med['check_s']:.2f} | {med['check_s'] / cpu:.2f} | - | - | "
-                  f"{med['rss_mb']:.0f} | {verdict}", flush=True)
+                  f"{med['check_s']:.2f} | {med['check_s'] / cpu:.2f} | "
+                  f"{med['build_s']:.2f} | - | {med['rss_mb']:.0f} | {verdict}", flush=True)
+            print(f"  (stand-in: references built in {med['build_s']:.2f} s, judged in "
+                  f"{med['judge_s']:.2f} s after ({med['judge_cpu_s']:.2f} CPU s), "
+                  f"{med['cpu_s']:.2f} CPU seconds in all, on "
+                  f"{args.threads} threads)", flush=True)
             continue
         for fws in ([args.one], args.four):
             if len(fws) > 1 and n > args.four_max:
@@ -241,7 +260,7 @@ def main() -> int:
             print(f"{n}³ | {check} | {len(fws)} | {cpu:.2f} | {med['check_s']:.2f} | "
                   f"{med['check_s'] / cpu:.2f} | {med['build_s']:.2f} | {med['wall_s']:.1f} | "
                   f"{med['rss_mb']:.0f} | "
-                  f"{verdict}", flush=True)
+                  f"{verdict} | {med.get('cpu_s', float('nan')):.1f}", flush=True)
     for (n, check, k), wall in sorted(walls.items()):
         one = walls.get((n, check, 1))
         if k > 1 and one:

@@ -111,8 +111,9 @@ class _Worker:
     started: bool = False
 
 
-# one worker process per framework and precision mode: a mode is process-wide state
-_Queued = tuple[str, str, type[Adapter], list[tuple[Task, Cell]]]
+# A group runs in one worker process: (framework, precision mode, adapter, its cells). One
+# process per framework and mode, because a mode is process-wide state.
+_Group = tuple[str, str, type[Adapter], list[tuple[Task, Cell]]]
 
 
 # Frameworks run at once, one worker each, wherever the count is not given (`verify
@@ -156,10 +157,10 @@ class Runner:
         self._refs.expect((c.case, c.dtype, check_of(c, self.config.check)) for c in cells)
         if self.total_timeout:
             self._end = time.monotonic() + self.total_timeout  # inf stays inf: no limit
-        queue: deque[_Queued] = deque()
+        queue: deque[_Group] = deque()
         for name, mode in dict.fromkeys((c.framework, c.mode) for c in cells):
             mine = [(i, c) for i, c in enumerate(cells) if (c.framework, c.mode) == (name, mode)]
-            runnable = self._static(name, mode, mine)
+            runnable = self._settle_without_worker(name, mode, mine)
             if runnable:
                 queue.append(runnable)
         active: list[_Worker] = []
@@ -193,7 +194,7 @@ class Runner:
         if self.progress:
             self.progress(self._done, self._total, framework)
 
-    def _static(self, name: str, mode: str, mine: list[tuple[int, Cell]]) -> _Queued | None:
+    def _settle_without_worker(self, name: str, mode: str, mine: list[tuple[int, Cell]]) -> _Group | None:
         """Settle what needs no worker: unknown or missing frameworks, unsupported dtypes."""
         try:
             adapter = self.loader(name)
@@ -245,7 +246,7 @@ class Runner:
                          name=f"read-{name}").start()
         return w
 
-    def _step(self, active: list[_Worker], queue: deque[_Queued]) -> None:
+    def _step(self, active: list[_Worker], queue: deque[_Group]) -> None:
         nearest = min(min(w.deadline for w in active), self._end)
         wait_s = min(MAX_WAIT_S, max(0.0, nearest - time.monotonic()))
         got: list[tuple[_Worker, Any]] = []
@@ -315,7 +316,7 @@ class Runner:
             self._emit(uniform_rows(cell, "error", reason, version, adapter), framework)
 
     def _lost(
-        self, w: _Worker, active: list[_Worker], queue: deque[_Queued], cause: str,
+        self, w: _Worker, active: list[_Worker], queue: deque[_Group], cause: str,
         kill: bool = False,
     ) -> None:
         """A worker died or hung: its current cell is an error, a new worker gets the rest."""
@@ -332,7 +333,7 @@ class Runner:
         elif w.pending:
             queue.appendleft((w.framework, w.mode, w.adapter, list(w.pending)))
 
-    def _expire(self, active: list[_Worker], queue: deque[_Queued]) -> None:
+    def _expire(self, active: list[_Worker], queue: deque[_Group]) -> None:
         """The overall time limit is reached: stop everything, record what did not run."""
         why = timeout_reason(self.total_timeout)
         for w in list(active):

@@ -228,8 +228,9 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray) -> 
     """Quantity `t`'s `rows` and `cols` (values and magnitudes S) and its projections on
     the columns of `right` (Q, p), with `S·1`.
 
-    Each term's B, then A, is streamed once, a block of rows at a time in float64: O(size)
-    work and memory besides the row and column products.
+    Each term's B, then A, is streamed once, a block of rows at a time: the values in
+    float64, the magnitudes in float32 where that is exact enough (`_narrow`): O(size) work
+    and memory besides the row and column products.
     """
     if any(a.size == 0 or b.size == 0 for a, b in t.terms):  # degenerate: from the whole
         full, mag = _hi(values(t)), magnitudes(t)
@@ -243,38 +244,13 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray) -> 
                                           if k != "norms"}
     norm_pairs = []
     for a, b in t.terms:
-        # fancy indexing, not np.take: take copies a transposed operand (Wᴴ) whole first
-        a_rows = _hi(a[..., rows, :])
-        a_rows_mag = np.abs(a_rows)
-        b_cols = _hi(b[..., :, cols])
-        b_cols_mag = np.abs(b_cols)
-        acc: dict[str, np.ndarray] = {}
-        br, bm = [], []
-        for s in blocks(b):  # the pass over B
-            blk = _hi(b[..., s, :])
-            mag = np.abs(blk)
-            br.append(np.matmul(blk, right))
-            bm.append(mag.sum(axis=-1, keepdims=True))
-            _add(acc, "rows", np.matmul(a_rows[..., :, s], blk))
-            _add(acc, "rows_mag", np.matmul(a_rows_mag[..., :, s], mag))
-            _add(acc, "b_sq", np.sum(mag * mag, axis=-2))
-        b_r, b_m = np.concatenate(br, axis=-2), np.concatenate(bm, axis=-2)
-        c_val, c_mag, q_val, q_mag, a_sq = [], [], [], [], []
-        for s in blocks(a):  # the pass over A
-            blk = _hi(a[..., s, :])
-            mag = np.abs(blk)
-            c_val.append(np.matmul(blk, b_cols))
-            c_mag.append(np.matmul(mag, b_cols_mag))
-            q_val.append(np.matmul(blk, b_r))
-            q_mag.append(np.matmul(mag, b_m))
-            a_sq.append(np.sum(mag * mag, axis=-1))
-        parts["rows"].append(acc["rows"])
-        parts["rows_mag"].append(acc["rows_mag"])
-        parts["cols"].append(np.concatenate(c_val, axis=-2))
-        parts["cols_mag"].append(np.concatenate(c_mag, axis=-2))
-        parts["right"].append(np.concatenate(q_val, axis=-2))
-        parts["right_mag"].append(np.concatenate(q_mag, axis=-2))
-        norm_pairs.append((np.sqrt(np.concatenate(a_sq, axis=-1)), np.sqrt(acc["b_sq"])))
+        got = _sampled_term(a, b, rows, cols, right, narrow=_narrow(a))
+        if got is None:  # a float32 magnitude overflowed: the term again in float64
+            got = _sampled_term(a, b, rows, cols, right, narrow=False)
+        assert got is not None
+        for name, part in parts.items():
+            part.append(got[name])
+        norm_pairs.append((got["a_norm"], got["b_norm"]))
     p, q = t.shape[-2], t.shape[-1]
     batch, k = t.shape[:-2], right.shape[1]
     shapes = {"rows": (*batch, len(rows), q), "rows_mag": (*batch, len(rows), q),
@@ -284,8 +260,121 @@ def sampled(t: Terms, rows: np.ndarray, cols: np.ndarray, right: np.ndarray) -> 
     return Sampled(**out, norms=tuple(norm_pairs))
 
 
-def _add(acc: dict[str, np.ndarray], name: str, part: np.ndarray) -> None:
-    acc[name] = acc[name] + part if name in acc else part
+# The smallest float32 subnormal: the absolute error a float32 product or sum can make
+# where it underflows (the standard model with gradual underflow, Higham §2.1).
+_ETA32 = 2.0**-149
+
+
+def _narrow(a: np.ndarray) -> bool:
+    """Whether `a`'s magnitudes are float32 values (or within one rounding of |z| for
+    complex64), so that their sums may run in float32 (docs/checking-at-scale.md)."""
+    return a.dtype == np.complex64 or (a.dtype.kind != "c" and a.dtype.itemsize <= 4)
+
+
+def _mag32(a: np.ndarray) -> np.ndarray:
+    """|a| in float32 (exact for real inputs of at most 32 bits; one rounding for complex64)."""
+    return np.abs(a) if a.dtype in (np.float32, np.complex64) else np.abs(
+        a.astype(np.float32))
+
+
+class _Upper:
+    """Sums of non-negative float32 terms made upper bounds of the exact sums again.
+
+    A float32 sum of n products of non-negative values, each rounded at most n times by a
+    factor >= 1 - u (u = 2⁻²⁴), with an absolute error of at most `_ETA32` per operation
+    where it underflows, is >= (s - n·η)·(1 - u)ⁿ >= (s - n·η)/(1 + gamma_n) with
+    gamma_n = n·u/(1 - n·u); so `(ŝ + n·η)·(1 + gamma_n)` >= s."""
+
+    def __init__(self, n: int) -> None:
+        u = 2.0**-24
+        self.n, self.ok = n, n * u < 0.5
+        self.factor = 1.0 + n * u / (1.0 - n * u) if self.ok else math.inf
+        self.slack = n * _ETA32
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        out = s.astype(np.float64)
+        out += self.slack
+        out *= self.factor
+        return out
+
+
+def _sampled_term(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                  right: np.ndarray, narrow: bool) -> dict[str, np.ndarray] | None:
+    """One term A·B of `sampled`: rows, columns, projections, magnitudes and norms (before
+    the broadcast reduction). With `narrow`, the magnitude products run in float32 and are
+    made upper bounds (`_Upper`); None if one of them overflowed."""
+    k = a.shape[-1]
+    b_blocks, a_blocks = list(blocks(b)), list(blocks(a))
+    # every magnitude sum: K products, one rounding per block partial, |z| and |b·1| rounded
+    up = _Upper(k + max(len(a_blocks), len(b_blocks)) + 8)
+    narrow = narrow and up.ok
+    mag_of = _mag32 if narrow else (lambda x: np.abs(_hi(x)))
+    # fancy indexing, not np.take: take copies a transposed operand (Wᴴ) whole first
+    a_rows = _hi(a[..., rows, :])
+    a_rows_mag = mag_of(a[..., rows, :])
+    b_cols = _hi(b[..., :, cols])
+    b_cols_mag = mag_of(b[..., :, cols])
+    rows_val = rows_mag = b_sq = None
+    br, bm = [], []
+    for s in b_blocks:  # the pass over B
+        lo = b[..., s, :]
+        blk = _hi(lo)
+        mag = mag_of(lo) if narrow else np.abs(blk)
+        br.append(np.matmul(blk, right))
+        bm.append(np.sum(mag, axis=-1, keepdims=True, dtype=np.float64))
+        rows_val = _plus(rows_val, np.matmul(a_rows[..., :, s], blk))
+        rows_mag = _plus(rows_mag, np.matmul(a_rows_mag[..., :, s], mag).astype(np.float64))
+        b_sq = _plus(b_sq, np.einsum("...kq,...kq->...q", mag, mag).astype(np.float64))
+    b_r, b_m = np.concatenate(br, axis=-2), np.concatenate(bm, axis=-2)
+    # the columns and the projection in one product each: [B[:, J] | B·r], [|B|[:, J] | |B|·1]
+    rhs = np.concatenate([b_cols, np.broadcast_to(b_r, (*b_cols.shape[:-1], b_r.shape[-1]))],
+                         axis=-1)
+    rhs_mag = np.concatenate([b_cols_mag, np.broadcast_to(
+        b_m, (*b_cols_mag.shape[:-1], 1)).astype(b_cols_mag.dtype)], axis=-1)
+    val_parts, mag_parts, a_sq = [], [], []
+    for s in a_blocks:  # the pass over A
+        lo = a[..., s, :]
+        blk = _hi(lo)
+        mag = mag_of(lo) if narrow else np.abs(blk)
+        val_parts.append(np.matmul(blk, rhs))
+        mag_parts.append(np.matmul(mag, rhs_mag))
+        a_sq.append(np.einsum("...pk,...pk->...p", mag, mag).astype(np.float64))
+    vals, mags = np.concatenate(val_parts, axis=-2), np.concatenate(mag_parts, axis=-2)
+    assert rows_val is not None and rows_mag is not None and b_sq is not None
+    a_sq_all = np.concatenate(a_sq, axis=-1)
+    if narrow:
+        if not (np.isfinite(mags).all() and np.isfinite(rows_mag).all()
+                and np.isfinite(a_sq_all).all() and np.isfinite(b_sq).all()):
+            return None
+        rows_mag, mags = up(rows_mag), up(mags)
+        a_sq_all, b_sq = up(a_sq_all), up(b_sq)
+    nc = len(cols)
+    return {"rows": rows_val, "rows_mag": rows_mag,
+            "cols": vals[..., :nc], "cols_mag": mags[..., :nc].astype(np.float64),
+            "right": vals[..., nc:], "right_mag": mags[..., nc:].astype(np.float64),
+            "a_norm": np.sqrt(a_sq_all), "b_norm": np.sqrt(b_sq)}
+
+
+def _plus(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    return part if total is None else total + part
+
+
+def weighted_norms(weight: np.ndarray, norms: Sequence[tuple[np.ndarray, np.ndarray]]
+                   ) -> tuple[float, float]:
+    """`(Σ_terms Σ_ij a_i·|w_ij|·b_j, Σ|w|)` for `weight` (..., P, Q) and per term the row
+    norms `a` (..., P) of A and column norms `b` (..., Q) of B (`Sampled.norms`), batch dims
+    broadcast and summed: by Cauchy-Schwarz an upper bound of `Σ_ij |w_ij|·S_ij` that
+    needs no product. `|w|` is taken in float64/complex128 a block of rows at a time (the
+    weight may be a mapped file)."""
+    total, w_sum = 0.0, 0.0
+    wide = np.complex128 if weight.dtype.kind == "c" else np.float64
+    for rows in blocks(weight):
+        blk = np.abs(weight[..., rows, :].astype(wide))
+        w_sum += float(blk.sum())
+        for a, b in norms:
+            total += float(np.sum(np.matmul(np.matmul(a[..., None, rows], blk),
+                                            b[..., :, None])))
+    return total, w_sum
 
 
 def matvec(a: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from harness.checks import Outcome, statistics
 from harness.dtypes import DType
-from harness.reference import Sampled, Terms, blocks, matvec, sampled
+from harness.reference import Sampled, Terms, matvec, sampled, weighted_norms
 from harness.tolerance import U_REF, BoundParams, bound, phi
 
 NAN = float("nan")
@@ -196,14 +196,7 @@ def weighted_bound(weight: np.ndarray, s: Sample, dtype: DType, p: BoundParams,
     `|ref| <= S` and Cauchy-Schwarz `S_ij <= Σ_terms ‖A_i,:‖·‖B_:,j‖` make it
     `(c_out·u_out + s·growth)·Σ_terms aᵀ·|w|·b + K_eff·η·Σ|w|`: O(size), no product.
     """
-    w = np.reshape(weight, s.shape)
-    total, w_sum = 0.0, 0.0
-    for rows in blocks(w):  # |w| in float64 a block of rows at a time
-        blk = np.abs(w[..., rows, :].astype(np.complex128 if dtype.is_complex else np.float64))
-        w_sum += float(blk.sum())
-        for a, b in s.ref.norms:
-            total += float(np.sum(np.matmul(np.matmul(a[..., None, rows], blk),
-                                            b[..., :, None])))
+    total, w_sum = weighted_norms(np.reshape(weight, s.shape), s.ref.norms)
     one = bound(np.ones(1), np.ones(1), dtype, BoundParams(p.k_eff, p.b_red), precision)
     eta = p.k_eff * dtype.eta
     return (float(one[0]) - eta) * total + eta * w_sum

@@ -8,6 +8,8 @@ check sees it.
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -146,12 +148,41 @@ def test_sampled_products_equal_the_full_ones(block: int, monkeypatch) -> None: 
             rows, cols = lines(t.shape[-2], rng), lines(t.shape[-1], rng)
             right = rng.standard_normal((t.shape[-1], 2))
             s = R.sampled(t, rows, cols, right)
-            for got, want in ((s.rows, full[..., rows, :]), (s.rows_mag, mag[..., rows, :]),
-                              (s.cols, full[..., :, cols]), (s.cols_mag, mag[..., :, cols]),
-                              (s.right, full @ right),
-                              (s.right_mag, mag.sum(-1, keepdims=True))):
+            for got, want in ((s.rows, full[..., rows, :]), (s.cols, full[..., :, cols]),
+                              (s.right, full @ right)):
                 assert got.shape == want.shape, (case, q)
                 np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+            # magnitudes run in float32 for complex64: upper bounds, within 1e-5 of exact
+            for got, want in ((s.rows_mag, mag[..., rows, :]), (s.cols_mag, mag[..., :, cols]),
+                              (s.right_mag, mag.sum(-1, keepdims=True))):
+                assert got.shape == want.shape, (case, q)
+                assert np.all(got >= want) and np.all(got <= want * (1 + 1e-5) + 1e-30), q
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [
+    ("float32", 1.0), ("float32", 2.0**70), ("float32", 2.0**-70), ("bfloat16", 1.0),
+    ("complex64", 1.0), ("float64", 1.0)])
+def test_sampled_magnitudes_bound_the_exact_ones_from_above(dtype: str, scale: float) -> None:
+    """Where float32 magnitudes overflow (2⁷⁰²) or underflow (2⁻¹⁴⁰), too, the float32 path
+    must give upper bounds (or fall back to float64)."""
+    dt = get(dtype)
+    case = Case("m", (3, 70, 600), (600, 50))
+    inp, tan = make_inputs(case, dt, 3), make_tangents(case, dt, 3)
+    if scale != 1.0:
+        inp = type(inp)(*(np.asarray(a * scale, dt.numpy) for a in (inp.x, inp.w, inp.g)))
+    for q in ("Y", "dX", "dW", "dY"):
+        t = R.terms(q, inp, tan)
+        mag = R._reduce((np.abs(R._hi(a)) @ np.abs(R._hi(b)) for a, b in t.terms), t.shape)
+        rng = np.random.default_rng(0)
+        rows, cols = lines(t.shape[-2], rng), lines(t.shape[-1], rng)
+        s = R.sampled(t, rows, cols, np.ones((t.shape[-1], 2)))
+        for got, want in ((s.rows_mag, mag[..., rows, :]), (s.cols_mag, mag[..., :, cols]),
+                          (s.right_mag, mag.sum(-1, keepdims=True))):
+            assert np.all(np.isfinite(got)), (q, scale)
+            # float64 magnitudes (float64 inputs, or after an overflow in float32) are
+            # float64 sums in another order: equal to rounding; float32 ones lie above
+            assert np.all(got >= want * (1 - 1e-12)), (q, scale)
+            assert np.all(got <= want * (1 + 1e-4) + 1e-35), (q, scale)
 
 
 def test_magnitudes_in_float32_bound_the_exact_sum_from_above() -> None:
@@ -315,6 +346,27 @@ def test_sampled_selftest_catches_what_the_full_one_does_at_its_shapes(tmp_path)
             assert r.detected >= full[(r.bug, r.dtype)], (bug.name, r.dtype)
     selftest_sampled.write(sampled, tmp_path)
     assert (tmp_path / selftest_sampled.SAMPLED_FILE).read_text().startswith("bug,quantity,")
+    # the report reads the file back: one table row per (bug, shape), a miss is a shortfall
+    from harness.report.load_selftest import read_sampled
+    from harness.report.schema import ReportInputError
+    from harness.report.tables_selftest import sampled_table, selftest_shortfalls
+
+    read = read_sampled(tmp_path)
+    assert read is not None and len(read) == len(sampled)
+    assert len(sampled_table(read).rows) == len({(b.name, b.case.label) for b, _ in sampled})
+    assert selftest_shortfalls(read) == []
+    path = tmp_path / selftest_sampled.SAMPLED_FILE
+    records = list(csv.reader(path.read_text().splitlines()))
+    missed = next(r for r in records[1:] if r[-1] == "True" and r[4] == "True")
+    missed[-2] = "0"  # a required detection: caught in none of the trials
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(records)
+    read = read_sampled(tmp_path)
+    assert read is not None and len(selftest_shortfalls(read)) == 1
+    path.write_text("bug,quantity\nx,Y\n")
+    with pytest.raises(ReportInputError, match="expected the header"):
+        read_sampled(tmp_path)
+    assert read_sampled(tmp_path / "absent") is None
 
 
 def test_chunked_draws_are_one_draw(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -24,6 +24,8 @@ from harness.report.schema import ReportInputError
 from harness.runfiles import (  # the writer's own names, headers and records
     DETECTION_COLUMNS,
     FD_COLUMNS,
+    SAMPLED_COLUMNS,
+    SAMPLED_FILE,
     SELFTEST_FD_FILE,
     SELFTEST_FILE,
     Detection,
@@ -150,3 +152,27 @@ def _fd(path: Path) -> list[FDResult]:
                            v("passed", _bool, "True or False"),
                            v("evaluations", _count, "a whole number >= 0")))
     return out  # no rows is fine: no case of the config was small enough
+
+
+def read_sampled(folder: Path) -> list[Detection] | None:
+    """The folder's selftest_sampled.csv (the sampled check's detections: one row per
+    planted bug, case and dtype, at the selftest's shapes and larger ones), or None when it
+    has none. Read as strictly as selftest.csv; `case` is the shape's label."""
+    path = folder / SAMPLED_FILE
+    if not path.is_file():
+        return None
+    out: list[Detection] = []
+    nan = float("nan")
+    for lineno, r in _rows(path, SAMPLED_COLUMNS):
+        v = functools.partial(_value, path, lineno, r)
+        d = Detection(r["bug"], "", r["quantity"], r["case"], r["dtype"],
+                      v("applies", _bool, "True or False"),
+                      v("trials", _count, "a whole number >= 0"),
+                      v("detected", _count, "a whole number >= 0"),
+                      v("required", _bool, "True or False"), nan, nan)
+        if not d.bug or not d.dtype or d.detected > d.trials or (d.applies and not d.trials):
+            raise ReportInputError(f"{path}: line {lineno}: bug {d.bug!r}, dtype {d.dtype!r}, "
+                                   f"detected {d.detected} of {d.trials}; expected a named "
+                                   "bug and dtype and 0 <= detected <= trials >= 1")
+        out.append(d)
+    return out

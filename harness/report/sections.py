@@ -15,9 +15,9 @@ import pandas as pd
 
 from harness.report import analysis, figures, tables, tables_selftest
 from harness.report.load import Loaded
-from harness.report.load_selftest import Selftest
+from harness.report.load_selftest import Selftest, read_sampled
 from harness.report.schema import Machine
-from harness.runfiles import SELFTEST_FILE
+from harness.runfiles import SAMPLED_FILE, SELFTEST_FILE
 
 
 @dataclass
@@ -194,5 +194,11 @@ def selftest_section(data: Loaded) -> Section:
             s.tables[-1].foot = [fd_line, source]
             s.notes += [prefix + line
                         for line in tables_selftest.selftest_shortfalls(st.detections)]
+        sampled = read_sampled(Path(st.folder))
+        if sampled:
+            s.items.append(tables_selftest.sampled_table(sampled))
+            s.tables[-1].foot = [f"Source: {Path(st.folder) / SAMPLED_FILE}."]
+            s.notes += [prefix + "sampled check: " + line
+                        for line in tables_selftest.selftest_shortfalls(sampled)]
         s.notes += [prefix + line for line in tables_selftest.fd_disagreements(st.fd or [])]
     return s

@@ -46,6 +46,25 @@ def selftest_table(detections: Sequence[Detection], title: str = "") -> Table:
         columns=["planted bug", *dts], rows=rows)
 
 
+def sampled_table(detections: Sequence[Detection]) -> Table:
+    """The sampled check's detections (selftest_sampled.csv): rows (planted bug, shape),
+    columns dtype, coloured as the main table."""
+    dts = analysis.ordered((d.dtype for d in detections), tuple(DTYPES))
+    by = {(d.bug, d.case, d.dtype): d for d in detections}
+    rows: list[list[Cell]] = []
+    for bug, case in dict.fromkeys((d.bug, d.case) for d in detections):
+        quantity = next(d.quantity for d in detections if (d.bug, d.case) == (bug, case))
+        rows.append([Cell(bug, css="rowhead", sub=f"{quantity} of {case}", md=f"{bug} ({case})"),
+                     *(_detection_cell(by[(bug, case, dt)]) if (bug, case, dt) in by
+                       else Cell("", css="none", title="not run", md="") for dt in dts)])
+    return Table(
+        title="The sampled check (large cases)",
+        caption="The same planted bugs through the sampled check that `check: sampled` (and "
+                "`auto` above its size) applies: sampled rows and columns exactly, and "
+                "projections of every element; at the selftest's shapes and larger ones.",
+        columns=["planted bug", *dts], rows=rows)
+
+
 def detection_status(d: Detection) -> str:
     """pass: caught every time (the control: never flagged); fail: a required detection
     missed, or a false alarm; partial: caught sometimes where it is not required; even:
