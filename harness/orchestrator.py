@@ -194,7 +194,8 @@ class Runner:
         if self.progress:
             self.progress(self._done, self._total, framework)
 
-    def _settle_without_worker(self, name: str, mode: str, mine: list[tuple[int, Cell]]) -> _Group | None:
+    def _settle_without_worker(self, name: str, mode: str,
+                               mine: list[tuple[int, Cell]]) -> _Group | None:
         """Settle what needs no worker: unknown or missing frameworks, unsupported dtypes."""
         try:
             adapter = self.loader(name)
