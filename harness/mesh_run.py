@@ -223,9 +223,9 @@ def verify(cfg: MeshConfig, cells: Sequence[MeshCell], cell_timeout: float | Non
 def command(*, config: str | None, out_dir: Path, frameworks: Sequence[str] = (),
             dtypes: Sequence[str] = (), cell_timeout: float | None = None) -> int:
     """`verify-mesh`: run a mesh config, write verify.csv, print the matrix; the exit code."""
-    from harness import mesh
+    from harness import mesh, store
     from harness.config import ConfigError, packaged, seconds
-    from harness.results import matrix, problems, summary_line, write_csv
+    from harness.results import matrix, problems, summary_line
 
     cfg = mesh.load(config if config else packaged(DEFAULT_CONFIG))
     for flag, got, allowed in (("--framework", frameworks, mesh.FRAMEWORKS),
@@ -241,15 +241,15 @@ def command(*, config: str | None, out_dir: Path, frameworks: Sequence[str] = ()
     try:
         rows += verify(cfg, [c for c in cells if installed(c.framework)], limit, done)
     except KeyboardInterrupt:  # the groups are killed on the way out; keep what finished
-        write_csv(rows + done, out_dir / VERIFY_FILE)
-        print(f"matmul-harness: interrupted; the finished cells are in {out_dir / 'verify.csv'}",
+        store.write_rows(out_dir, rows + done)
+        print(f"matmul-harness: interrupted; the finished cells are in {out_dir / VERIFY_FILE}",
               file=sys.stderr)
         return 130
-    write_csv(rows, out_dir / VERIFY_FILE)
+    store.write_rows(out_dir, rows)
     print(matrix(rows))
     for line in problems(rows):
         print(line)
-    print(f"results: {out_dir / 'verify.csv'}")
+    print(f"results: {out_dir / VERIFY_FILE}")
     print(summary_line(rows))
     return 1 if any(r.status in ("fail", "error") for r in rows) else 0
 

@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +280,12 @@ def write_run(out_dir: Path, cfg: Config, rows: Sequence[Row], started: float,
         "system": system_info(),
         **(extra or {}),
     }
+    write_run_file(out_dir, meta)
+
+
+def write_run_file(out_dir: Path, meta: Mapping[str, object]) -> None:
+    """run.json, atomically, holding `meta` as given: the one writer of the file, for a
+    verify run's record (`write_run`) and a merged folder's (`harness.merge`)."""
     atomic_write(out_dir / RUN_FILE, json.dumps(meta, indent=2) + "\n")
 
 
