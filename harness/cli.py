@@ -265,7 +265,7 @@ def _command(args: argparse.Namespace) -> int:
 def _verify_command(args: argparse.Namespace) -> int:
     return verify(
         config=args.config, frameworks=args.framework, devices=args.device,
-        dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
+        dtypes=args.dtype, modes=args.precision, out=args.out, resume=args.resume,
         junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
         timeout=args.timeout, force=args.force, check=args.check, shard=args.shard,
         executor=_executor(args.executor, args.ray_address, args.ray_accelerator),
@@ -409,7 +409,7 @@ def _silence_stdout() -> None:
 
 
 def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
-            dtypes: Sequence[str], precision: Sequence[str], cell_timeout: float | None,
+            dtypes: Sequence[str], modes: Sequence[str], cell_timeout: float | None,
             timeout: float | None) -> Config:
     """Command-line selections replace the config's lists (validated the same way)."""
     known = tuple(registry())
@@ -425,7 +425,7 @@ def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
         frameworks=tuple(dict.fromkeys(frameworks)) or cfg.frameworks,
         devices=validate_selection(devices, DEVICES, "--device") or cfg.devices,
         dtypes=validate_selection(dtypes, tuple(DTYPES), "--dtype") or cfg.dtypes,
-        precision=validate_selection(precision, PRECISION_MODES, "--precision")
+        precision=validate_selection(modes, PRECISION_MODES, "--precision")
         or cfg.precision,
         cell_timeout=cfg.cell_timeout if cell_timeout is None
         else seconds(cell_timeout, "--cell-timeout"),
@@ -523,7 +523,7 @@ def verify(
     frameworks: Sequence[str] = (),
     devices: Sequence[str] = (),
     dtypes: Sequence[str] = (),
-    precision: Sequence[str] = (),
+    modes: Sequence[str] = (),  # --precision: pinned, default
     out: str | None = None,
     resume: str | None = None,
     junit: str | None = None,
@@ -547,7 +547,7 @@ def verify(
     junit_path = _junit_path(junit)
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or precision or out or force or part \
+        if config or frameworks or devices or dtypes or modes or out or force or part \
                 or check:
             raise UsageError(
                 "--resume DIR continues the run recorded in DIR with that run's own config "
@@ -556,7 +556,7 @@ def verify(
             )
         return _resume(Path(resume), prefix, known, cell_timeout, timeout, junit_path, jobs,
                        executor)
-    cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
+    cfg = _select(load(config, known), frameworks, devices, dtypes, modes,
                   cell_timeout, timeout)
     if check is not None:
         cfg = replace(cfg, check=check_name(check, "--check"))

@@ -286,15 +286,15 @@ class Runner:
                 # (a worker with cells left is computing its next one)
                 self._refs.threads = max(1, _cores() - sum(1 for a in active if a.pending))
                 rows = judge(cell, unspill(msg["outputs"]), msg["errors"], w.adapter,
-                             msg["precision"], w.version, self.config.seed, self._refs,
+                             msg["compute"], w.version, self.config.seed, self._refs,
                              self.config.check, flags=w.flags)
             except Exception as exc:  # e.g. MemoryError building a huge reference
                 rows = uniform_rows(cell, "error", "harness could not check the results: "
                                    f"{describe(exc)}", w.version, w.adapter,
-                                   msg["precision"], flags=w.flags)
+                                   msg["compute"], flags=w.flags)
         else:
             rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
-                                msg["precision"], flags=w.flags)
+                                msg["compute"], flags=w.flags)
             # e.g. no GPU: the reference this cell was counted for is needed once less
             self._refs.release(cell.case, cell.dtype, check_of(cell, self.config.check))
         self._emit(rows, w.framework)
