@@ -30,29 +30,26 @@ from harness.cases import make_inputs
 from harness.checks import Outcome, check
 from harness.dtypes import get
 from harness.errors import describe
+from harness.judge import make_row as verify_row
 from harness.mesh import LAYOUTS, QUANTITIES, MeshCell, MeshConfig, bound_params
 from harness.mesh_worker import MeshJob
+from harness.plan import Cell
 from harness.reference import reference
 from harness.results import Row
 from harness.runfiles import VERIFY_FILE
 
 STARTUP_TIMEOUT_S = 300.0  # importing a framework, starting P ranks on a busy machine
-NAN = float("nan")
 
 
 def make_row(cell: MeshCell, quantity: str, status: str, reason: str, version: str,
              outcome: Outcome | None = None, k_eff: int = -1, note: str = "") -> Row:
-    o = cell
-    return Row(
-        framework=o.framework, device=o.device, dtype=o.dtype, case=o.label,
-        x_shape="x".join(map(str, o.case.x)), w_shape="x".join(map(str, o.case.w)),
-        quantity=quantity, status=status, reason=" ".join(reason.split()),
-        max_abs_err=outcome.max_abs_err if outcome else NAN,
-        ratio=outcome.ratio if outcome else NAN, k_eff=k_eff, precision="ieee",
-        framework_version=version, effective_bits=outcome.effective_bits if outcome else NAN,
-        nominal_bits=get(o.dtype).nominal_bits, bias=outcome.bias if outcome else NAN,
-        note=note,
-    )
+    """A verify.csv row of a mesh cell, made as verify makes one: the `case` column names
+    the case, layout and API, the device the mesh; mesh workers pin full float32 (`ieee`).
+    The reason's whitespace is folded (tracebacks from ranks carry indentation)."""
+    as_cell = Cell(cell.framework, "pinned", cell.device, cell.dtype,
+                   replace(cell.case, name=cell.label))
+    return verify_row(as_cell, quantity, status, " ".join(reason.split()), version,
+                      outcome=outcome, k_eff=k_eff, compute="ieee", note=note)
 
 
 def judge(cell: MeshCell, msg: dict[str, Any], version: str, seed: int) -> list[Row]:
