@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
 
@@ -62,6 +62,19 @@ _BOOT = ("import sys; sys.path[:] = sys.argv[3:]; "
 _EOF = object()  # a reader's last message: the worker's end of the pipe is closed
 
 Progress = Callable[[int, int, str], None]
+Message = TypeVar("Message")
+
+
+def drain(inbox: queues.Queue[Message], until: float) -> list[Message]:
+    """What `inbox` holds: the first message waited for until the monotonic time `until`
+    (at most MAX_WAIT_S), then whatever else came, without waiting. Both executors' loops
+    wake here, at a deadline or with news."""
+    got: list[Message] = []
+    with contextlib.suppress(queues.Empty):
+        got.append(inbox.get(timeout=min(MAX_WAIT_S, max(0.0, until - time.monotonic()))))
+        while True:
+            got.append(inbox.get_nowait())
+    return got
 
 
 def _worker_path() -> list[str]:
@@ -249,13 +262,7 @@ class Runner:
 
     def _step(self, active: list[_Worker], queue: deque[_Group]) -> None:
         nearest = min(min(w.deadline for w in active), self._end)
-        wait_s = min(MAX_WAIT_S, max(0.0, nearest - time.monotonic()))
-        got: list[tuple[_Worker, Any]] = []
-        with contextlib.suppress(queues.Empty):
-            got.append(self._inbox.get(timeout=wait_s))
-            while True:
-                got.append(self._inbox.get_nowait())
-        for w, msg in got:
+        for w, msg in drain(self._inbox, nearest):
             if w not in active:  # a worker already stopped: its end of pipe, or late words
                 continue
             if msg is _EOF:
