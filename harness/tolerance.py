@@ -1,4 +1,4 @@
-"""The per-element error bound, derived from dtype, shape and precision mode (docs/numerics.md).
+"""The per-element error bound, derived from dtype, shape and compute mode (docs/numerics.md).
 
     |got - ref| <= c_out*u_out*|ref|
                  + s*[2*u_in + phi(K_eff)*(u_acc + u_ref) + [B_red > 1]*B_red*u_out]*S
