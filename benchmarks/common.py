@@ -101,9 +101,9 @@ def adapter(kind: str, framework: str, device: str, dtype: str, shape: str,
     if a.threads() != threads:
         raise RuntimeError(f"{framework} runs {a.threads()} CPU threads; expected {threads} "
                            f"(the same for every framework, from {suite.THREADS_ENV})")
-    precision = a.precision(device, dtype)
-    if precision != "ieee":
-        raise RuntimeError(f"{framework} computes float32 matmul in {precision!r} on {device}; "
+    compute = a.precision(device, dtype)
+    if compute != "ieee":
+        raise RuntimeError(f"{framework} computes float32 matmul in {compute!r} on {device}; "
                            "expected 'ieee' (pinned full precision)")
     return a
 

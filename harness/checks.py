@@ -181,7 +181,7 @@ def check(
     scale: np.ndarray,
     dtype: DType,
     params: BoundParams,
-    precision: str = "ieee",
+    compute: str = "ieee",
 ) -> Outcome:
     """Compare one quantity (Y, dX, dW, dY or d2W) with its float64 reference."""
     got = np.asarray(got)
@@ -202,7 +202,7 @@ def check(
         g, ref, scale = g[finite], ref[finite], scale[finite]
     if ref.size == 0:
         return Outcome("pass", "", 0.0, 0.0)
-    allowed = bound(ref, scale, dtype, params, precision)
+    allowed = bound(ref, scale, dtype, params, compute)
     stats = statistics(g, ref, scale, allowed, dtype, params.k_eff)
     err = np.abs(g - ref)
     del g

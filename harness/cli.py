@@ -258,74 +258,116 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        return run_command(config=args.config, out=args.out, bench=not args.no_bench,
-                           force=args.force)
-    if args.command == "report":
-        from harness.report.command import report_command  # lazy: pandas, matplotlib
+    """Run the command `args` names (argparse requires one): its exit code."""
+    return _HANDLERS[args.command](args)
 
-        _out_dir(args.out, "report")  # before any work: a read-only --out is exit 2 now
-        return report_command(args.result_dirs, args.out, baseline=args.baseline,
-                              asv_results=args.asv_results, peaks=args.peaks)
-    if args.command == "selftest":
-        from harness import selftest
 
-        if args.trials < 1:
-            raise UsageError(f"--trials must be at least 1; received {args.trials}")
-        cfg = load(args.config, tuple(registry()))
-        return selftest.run(cfg.cases, args.trials, _out_dir(args.out, "selftest"))
-    if args.command == "verify-mesh":
-        from harness import mesh_run  # lazy: keeps `import harness` light
-
-        return mesh_run.command(config=args.config, out_dir=_out_dir(args.out, "mesh"),
-                                frameworks=args.framework, dtypes=args.dtype,
-                                cell_timeout=args.cell_timeout)
-    if args.command == "selftest-mesh":
-        from harness import mesh_selftest
-
-        if args.trials < 1:
-            raise UsageError(f"--trials must be at least 1; received {args.trials}")
-        return mesh_selftest.run(args.trials, _out_dir(args.out, "selftest-mesh"))
-    if args.command == "repro":
-        from harness.repro import write
-
-        path = write(Path(args.result_dir), args.case, args.framework, args.dtype,
-                     args.device, Path(args.out) if args.out else None)
-        print(f"repro: {path}\nrun it anywhere numpy and {args.framework} are "
-              f"installed: python {path}")
-        return EXIT_OK
-    if args.command == "merge":
-        from harness.merge import merge
-
-        out_dir = _out_dir(args.out, "merge")
-        rows, missing = merge([Path(f) for f in args.folders], out_dir, prefer=args.prefer,
-                              allow_missing=args.allow_missing, force=args.force)
-        for gap in missing:
-            print(f"matmul-harness: merged without shard {printable(gap)}", file=sys.stderr)
-        print(f"merged {len(args.folders)} folder(s): "
-              f"{len({r.machine for r in rows})} machine(s)")
-        return _show(rows, out_dir, None)
-    if args.command == "compare":
-        from harness.compare import compare_command  # lazy: pandas
-
-        return compare_command(args.base, args.new, threshold=args.threshold,
-                               results_dir=args.results_dir, rounds=args.rounds,
-                               budget=args.budget, config=args.config,
-                               bench_filter=args.bench, clock=args.clock)
-    if args.command == "bench":
-        from harness.bench import run_bench  # lazy: keeps `import harness` light
-
-        extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
-        return run_bench(quick=args.quick, config=args.config, extra_args=extra,
-                         results_dir=Path(args.results_dir) if args.results_dir else None,
-                         versions=args.versions, rounds=args.rounds)
+def _verify_command(args: argparse.Namespace) -> int:
     return verify(
         config=args.config, frameworks=args.framework, devices=args.device,
-        dtypes=args.dtype, precision=args.precision, out=args.out, resume=args.resume,
+        dtypes=args.dtype, modes=args.precision, out=args.out, resume=args.resume,
         junit=args.junit, jobs=args.jobs, cell_timeout=args.cell_timeout,
         timeout=args.timeout, force=args.force, check=args.check, shard=args.shard,
         executor=_executor(args.executor, args.ray_address, args.ray_accelerator),
     )[0]
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    return run_command(config=args.config, out=args.out, bench=not args.no_bench,
+                       force=args.force)
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from harness.report.command import report_command  # lazy: pandas, matplotlib
+
+    _out_dir(args.out, "report")  # before any work: a read-only --out is exit 2 now
+    return report_command(args.result_dirs, args.out, baseline=args.baseline,
+                          asv_results=args.asv_results, peaks=args.peaks)
+
+
+def _trials(trials: int) -> int:
+    """`--trials`, checked: at least 1 (exit 2 otherwise)."""
+    if trials < 1:
+        raise UsageError(f"--trials must be at least 1; received {trials}")
+    return trials
+
+
+def _selftest_command(args: argparse.Namespace) -> int:
+    from harness import selftest
+
+    trials = _trials(args.trials)
+    cfg = load(args.config, tuple(registry()))
+    return selftest.run(cfg.cases, trials, _out_dir(args.out, "selftest"))
+
+
+def _verify_mesh_command(args: argparse.Namespace) -> int:
+    from harness import mesh_run  # lazy: keeps `import harness` light
+
+    return mesh_run.command(config=args.config, out_dir=_out_dir(args.out, "mesh"),
+                            frameworks=args.framework, dtypes=args.dtype,
+                            cell_timeout=args.cell_timeout)
+
+
+def _selftest_mesh_command(args: argparse.Namespace) -> int:
+    from harness import mesh_selftest
+
+    return mesh_selftest.run(_trials(args.trials), _out_dir(args.out, "selftest-mesh"))
+
+
+def _repro_command(args: argparse.Namespace) -> int:
+    from harness.repro import write
+
+    path = write(Path(args.result_dir), args.case, args.framework, args.dtype,
+                 args.device, Path(args.out) if args.out else None)
+    print(f"repro: {path}\nrun it anywhere numpy and {args.framework} are "
+          f"installed: python {path}")
+    return EXIT_OK
+
+
+def _merge_command(args: argparse.Namespace) -> int:
+    from harness.merge import merge
+
+    out_dir = _out_dir(args.out, "merge")
+    rows, missing = merge([Path(f) for f in args.folders], out_dir, prefer=args.prefer,
+                          allow_missing=args.allow_missing, force=args.force)
+    for gap in missing:
+        print(f"matmul-harness: merged without shard {printable(gap)}", file=sys.stderr)
+    print(f"merged {len(args.folders)} folder(s): "
+          f"{len({r.machine for r in rows})} machine(s)")
+    return _show(rows, out_dir, None)
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    from harness.compare import compare_command  # lazy: pandas
+
+    return compare_command(args.base, args.new, threshold=args.threshold,
+                           results_dir=args.results_dir, rounds=args.rounds,
+                           budget=args.budget, config=args.config,
+                           bench_filter=args.bench, clock=args.clock)
+
+
+def _bench_command(args: argparse.Namespace) -> int:
+    from harness.bench import run_bench  # lazy: keeps `import harness` light
+
+    extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
+    return run_bench(quick=args.quick, config=args.config, extra_args=extra,
+                     results_dir=Path(args.results_dir) if args.results_dir else None,
+                     versions=args.versions, rounds=args.rounds)
+
+
+# Each subcommand of `_parser` and the function that runs it.
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "verify": _verify_command,
+    "run": _run_command,
+    "report": _report_command,
+    "selftest": _selftest_command,
+    "verify-mesh": _verify_mesh_command,
+    "selftest-mesh": _selftest_mesh_command,
+    "repro": _repro_command,
+    "merge": _merge_command,
+    "compare": _compare_command,
+    "bench": _bench_command,
+}
 
 
 def _executor(name: str | None, address: str | None,
@@ -367,7 +409,7 @@ def _silence_stdout() -> None:
 
 
 def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
-            dtypes: Sequence[str], precision: Sequence[str], cell_timeout: float | None,
+            dtypes: Sequence[str], modes: Sequence[str], cell_timeout: float | None,
             timeout: float | None) -> Config:
     """Command-line selections replace the config's lists (validated the same way)."""
     known = tuple(registry())
@@ -383,7 +425,7 @@ def _select(cfg: Config, frameworks: Sequence[str], devices: Sequence[str],
         frameworks=tuple(dict.fromkeys(frameworks)) or cfg.frameworks,
         devices=validate_selection(devices, DEVICES, "--device") or cfg.devices,
         dtypes=validate_selection(dtypes, tuple(DTYPES), "--dtype") or cfg.dtypes,
-        precision=validate_selection(precision, PRECISION_MODES, "--precision")
+        precision=validate_selection(modes, PRECISION_MODES, "--precision")
         or cfg.precision,
         cell_timeout=cfg.cell_timeout if cell_timeout is None
         else seconds(cell_timeout, "--cell-timeout"),
@@ -481,7 +523,7 @@ def verify(
     frameworks: Sequence[str] = (),
     devices: Sequence[str] = (),
     dtypes: Sequence[str] = (),
-    precision: Sequence[str] = (),
+    modes: Sequence[str] = (),  # --precision: pinned, default
     out: str | None = None,
     resume: str | None = None,
     junit: str | None = None,
@@ -505,7 +547,7 @@ def verify(
     junit_path = _junit_path(junit)
     known = tuple(registry())
     if resume:
-        if config or frameworks or devices or dtypes or precision or out or force or part \
+        if config or frameworks or devices or dtypes or modes or out or force or part \
                 or check:
             raise UsageError(
                 "--resume DIR continues the run recorded in DIR with that run's own config "
@@ -514,7 +556,7 @@ def verify(
             )
         return _resume(Path(resume), prefix, known, cell_timeout, timeout, junit_path, jobs,
                        executor)
-    cfg = _select(load(config, known), frameworks, devices, dtypes, precision,
+    cfg = _select(load(config, known), frameworks, devices, dtypes, modes,
                   cell_timeout, timeout)
     if check is not None:
         cfg = replace(cfg, check=check_name(check, "--check"))

@@ -47,7 +47,7 @@ DTYPES: dict[str, DType] = {
 # Effective unit roundoff of the *inputs* of a float32 product in each compute mode
 # (docs/numerics.md): "ieee" is full float32; TF32 keeps 10 mantissa bits (truncating hardware);
 # one bfloat16 pass keeps 8; three bfloat16 passes ("bf16x3") about 16.
-PRECISION_U_IN: dict[str, float] = {
+COMPUTE_U_IN: dict[str, float] = {
     "ieee": 0.0,
     "tf32": 2.0**-10,
     "bf16": 2.0**-8,

@@ -3,8 +3,8 @@
 Per quantity: the per-element check against the reference (`checks.check`), the effective
 mantissa bits actually delivered, the float16/bfloat16 bias test (a failure unless a known
 divergence excuses it), and a flag when the effective bits fall below what the recorded
-precision mode promises. The adjoint identity is checked from the framework's own JVP and
-VJP without the formulas.
+compute mode (ieee, tf32...) promises. The adjoint identity is checked from the framework's
+own JVP and VJP without the formulas.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def quantities(adapter: type[Adapter]) -> dict[str, str | None]:
 
 
 def uniform_rows(cell: Cell, status: str, reason: str, version: str,
-                 adapter: type[Adapter] | None = None, precision: str = "",
+                 adapter: type[Adapter] | None = None, compute: str = "",
                  flags: str = "") -> list[Row]:
     """Rows of a cell that share one status and reason (skip, error).
 
@@ -49,9 +49,9 @@ def uniform_rows(cell: Cell, status: str, reason: str, version: str,
     """
     names = quantities(adapter) if adapter else dict.fromkeys([*QUANTITIES, *EXTRA_QUANTITIES])
     return [
-        make_row(cell, q, "skip", never, version, precision=precision, flags=flags)
+        make_row(cell, q, "skip", never, version, compute=compute, flags=flags)
         if never and status != "skip"
-        else make_row(cell, q, status, reason, version, precision=precision, flags=flags)
+        else make_row(cell, q, status, reason, version, compute=compute, flags=flags)
         for q, never in names.items()
     ]
 
@@ -65,13 +65,14 @@ def make_row(
     *,
     outcome: Outcome | None = None,
     k_eff: int = -1,
-    precision: str = "",
+    compute: str = "",
     note: str = "",
     check: str = "",
     flags: str = "",
 ) -> Row:
-    """One row of verify.csv; `flags` are the framework settings behind `precision` (the
-    worker reports them once, at start-up)."""
+    """One row of verify.csv; `compute` is how the framework computed the product (ieee,
+    tf32...: the row's `precision`), `flags` the framework settings behind it (the worker
+    reports them once, at start-up)."""
     c, o = cell.case, outcome
     return Row(
         framework=cell.framework,
@@ -86,7 +87,7 @@ def make_row(
         max_abs_err=o.max_abs_err if o else NAN,
         ratio=o.ratio if o else NAN,
         k_eff=k_eff,
-        precision=precision,
+        precision=compute,
         precision_flags=flags,
         framework_version=version,
         precision_mode=cell.mode,
@@ -117,7 +118,7 @@ def judge(
     outputs: dict[str, np.ndarray],
     errors: dict[str, str],
     adapter: type[Adapter],
-    precision: str,
+    compute: str,
     version: str,
     seed: int,
     refs: References | None = None,
@@ -130,36 +131,36 @@ def judge(
     is built alone. `check_mode` is the config's `check`: full, sampled or auto.
     """
     dtype, geo = get(cell.dtype), cell.case.geometry
-    mode = check_of(cell, check_mode)
+    check_kind = check_of(cell, check_mode)
     provider = refs if refs is not None else References(seed)
-    ref = provider.get(cell.case, dtype, mode, needed(adapter))
+    ref = provider.get(cell.case, dtype, check_kind, needed(adapter))
     wanted = quantities(adapter)
     rounded = adapter.capabilities.rounded_broadcast_partials
     rows: list[Row] = []
     for q, unavailable in wanted.items():
         if unavailable:
-            rows.append(make_row(cell, q, "skip", unavailable, version, precision=precision,
-                                 check=mode, flags=flags))
+            rows.append(make_row(cell, q, "skip", unavailable, version, compute=compute,
+                                 check=check_kind, flags=flags))
             continue
         if q == "adjoint":
-            rows.append(_adjoint(cell, outputs, ref, rounded, dtype, precision, version, mode,
+            rows.append(_adjoint(cell, outputs, ref, rounded, dtype, compute, version, check_kind,
                                  flags))
             continue
         p = params(q, geo, rounded_partials=rounded)
         if q in errors or q not in outputs:
             status, why = _missing(cell, q, errors)
             rows.append(make_row(cell, q, status, why, version, k_eff=p.k_eff,
-                                 precision=precision, check=mode, flags=flags))
+                                 compute=compute, check=check_kind, flags=flags))
             continue
-        if mode == "sampled":
-            o = check_sampled(q, outputs[q], ref.samples[q], dtype, p, precision)
+        if check_kind == "sampled":
+            o = check_sampled(q, outputs[q], ref.samples[q], dtype, p, compute)
             release(outputs[q])  # a mapped result: its pages are read, let them go
         else:
-            o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, precision)
-        status, reason, note = _forensics(cell, q, o, dtype, precision, p.k_eff)
+            o = check(q, outputs[q], ref.values[q], ref.scale[q], dtype, p, compute)
+        status, reason, note = _forensics(cell, q, o, dtype, compute, p.k_eff)
         rows.append(make_row(cell, q, status, reason, version, outcome=o, k_eff=p.k_eff,
-                             precision=precision, note=note, check=mode, flags=flags))
-    provider.release(cell.case, cell.dtype, mode)
+                             compute=compute, note=note, check=check_kind, flags=flags))
+    provider.release(cell.case, cell.dtype, check_kind)
     return rows
 
 
@@ -173,12 +174,12 @@ def _missing(cell: Cell, q: str, errors: dict[str, str]) -> tuple[str, str]:
     return "error", errors[q]
 
 
-def _forensics(cell: Cell, q: str, o: Outcome, dtype: DType, precision: str,
+def _forensics(cell: Cell, q: str, o: Outcome, dtype: DType, compute: str,
                k_eff: int) -> tuple[str, str, str]:
     """Status, reason and note once bias and effective precision are looked at.
 
     Both thresholds are worst cases of the bound's own model (docs/numerics.md), computed
-    by `checks.check` for this quantity's `k_eff` and `precision`: a bias flag or a
+    by `checks.check` for this quantity's `k_eff` and `compute`: a bias flag or a
     precision note on a correct result would need the bound itself to fail.
     """
     status, reason, notes = o.status, o.reason, []
@@ -194,7 +195,7 @@ def _forensics(cell: Cell, q: str, o: Outcome, dtype: DType, precision: str,
                                       "scaling or a biased rounding")
     if o.effective_bits < o.bits_floor:
         notes.append(f"effective precision {o.effective_bits:.1f} bits is below the "
-                     f"{o.bits_floor:.1f} guaranteed by the {precision} {dtype.name} bound "
+                     f"{o.bits_floor:.1f} guaranteed by the {compute} {dtype.name} bound "
                      f"(K_eff={k_eff})")
     return status, reason, "; ".join(notes)
 
@@ -205,9 +206,9 @@ def _adjoint(
     ref: Entry,
     rounded_partials: bool,
     dtype: DType,
-    precision: str,
+    compute: str,
     version: str,
-    mode: str,
+    check_kind: str,
     flags: str,
 ) -> Row:
     """⟨G, J·v⟩ = ⟨Jᴴ·G, v⟩ from the framework's own dY, dX, dW, with v = (tX, tW).
@@ -220,13 +221,13 @@ def _adjoint(
     bounds = {q: params(q, cell.case.geometry, rounded_partials=rounded_partials) for q in need}
     g, tx, tw = ref.g, ref.tx, ref.tw
     assert g is not None and tx is not None and tw is not None
-    shapes = {q: (ref.samples[q].final if mode == "sampled" else ref.values[q].shape)
+    shapes = {q: (ref.samples[q].final if check_kind == "sampled" else ref.values[q].shape)
               for q in need}
     bad = [q for q in need if q not in outputs or np.shape(outputs[q]) != shapes[q]]
     if bad:
         return make_row(cell, "adjoint", "skip",
                         f"adjoint: needs {', '.join(bad)} of the right shape", version,
-                        precision=precision, check=mode, flags=flags)
+                        compute=compute, check=check_kind, flags=flags)
 
     def inner(a: np.ndarray, b: np.ndarray) -> float:
         """Re⟨a, b⟩ in float64/complex128, a block at a time (results may be mapped files)."""
@@ -241,10 +242,10 @@ def _adjoint(
         return total
 
     def weighted(q: str, weight: np.ndarray) -> float:
-        if mode == "sampled":
-            return weighted_bound(weight, ref.samples[q], dtype, bounds[q], precision)
+        if check_kind == "sampled":
+            return weighted_bound(weight, ref.samples[q], dtype, bounds[q], compute)
         return float(np.sum(np.abs(np.asarray(weight, np.complex128))
-                            * bound(ref.values[q], ref.scale[q], dtype, bounds[q], precision)))
+                            * bound(ref.values[q], ref.scale[q], dtype, bounds[q], compute)))
 
     lhs = inner(g, outputs["dY"])
     rhs = inner(outputs["dX"], tx) + inner(outputs["dW"], tw)
@@ -256,4 +257,4 @@ def _adjoint(
         f"adjoint: ⟨G, J·v⟩={lhs:.6g} but ⟨Jᴴ·G, v⟩={rhs:.6g}; |difference|={err:.3g} is "
         f"{ratio:.3g}x the {tol:.3g} the element bounds allow")
     return make_row(cell, "adjoint", o.status, reason, version, outcome=o,
-                    precision=precision, check=mode, flags=flags)
+                    compute=compute, check=check_kind, flags=flags)

@@ -22,7 +22,7 @@ from harness import __version__, runfiles, store
 from harness.adapters import registry
 from harness.config import Config
 from harness.plan import Key, group_cells, parse_shard, plan, row_key, shard_of
-from harness.results import ResultsFileError, Row, atomic_write, read_csv, write_csv
+from harness.results import ResultsFileError, Row, read_csv
 
 PREFER = ("newest", "first")
 
@@ -178,9 +178,8 @@ def merge(folders: Sequence[Path], out: Path, *, prefer: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     with store.claim(out):
         store.prepare_fresh(out, force)
-        write_csv(rows, out / runfiles.VERIFY_FILE)
-        atomic_write(out / runfiles.RUN_FILE, json.dumps(_meta(sources, missing, prefer),
-                                                       indent=2) + "\n")
+        store.write_rows(out, rows)
+        store.write_run_file(out, _meta(sources, missing, prefer))
     return rows, missing
 
 

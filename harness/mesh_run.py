@@ -30,29 +30,26 @@ from harness.cases import make_inputs
 from harness.checks import Outcome, check
 from harness.dtypes import get
 from harness.errors import describe
+from harness.judge import make_row as verify_row
 from harness.mesh import LAYOUTS, QUANTITIES, MeshCell, MeshConfig, bound_params
 from harness.mesh_worker import MeshJob
+from harness.plan import Cell
 from harness.reference import reference
 from harness.results import Row
 from harness.runfiles import VERIFY_FILE
 
 STARTUP_TIMEOUT_S = 300.0  # importing a framework, starting P ranks on a busy machine
-NAN = float("nan")
 
 
 def make_row(cell: MeshCell, quantity: str, status: str, reason: str, version: str,
              outcome: Outcome | None = None, k_eff: int = -1, note: str = "") -> Row:
-    o = cell
-    return Row(
-        framework=o.framework, device=o.device, dtype=o.dtype, case=o.label,
-        x_shape="x".join(map(str, o.case.x)), w_shape="x".join(map(str, o.case.w)),
-        quantity=quantity, status=status, reason=" ".join(reason.split()),
-        max_abs_err=outcome.max_abs_err if outcome else NAN,
-        ratio=outcome.ratio if outcome else NAN, k_eff=k_eff, precision="ieee",
-        framework_version=version, effective_bits=outcome.effective_bits if outcome else NAN,
-        nominal_bits=get(o.dtype).nominal_bits, bias=outcome.bias if outcome else NAN,
-        note=note,
-    )
+    """A verify.csv row of a mesh cell, made as verify makes one: the `case` column names
+    the case, layout and API, the device the mesh; mesh workers pin full float32 (`ieee`).
+    The reason's whitespace is folded (tracebacks from ranks carry indentation)."""
+    as_cell = Cell(cell.framework, "pinned", cell.device, cell.dtype,
+                   replace(cell.case, name=cell.label))
+    return verify_row(as_cell, quantity, status, " ".join(reason.split()), version,
+                      outcome=outcome, k_eff=k_eff, compute="ieee", note=note)
 
 
 def judge(cell: MeshCell, msg: dict[str, Any], version: str, seed: int) -> list[Row]:
@@ -223,9 +220,9 @@ def verify(cfg: MeshConfig, cells: Sequence[MeshCell], cell_timeout: float | Non
 def command(*, config: str | None, out_dir: Path, frameworks: Sequence[str] = (),
             dtypes: Sequence[str] = (), cell_timeout: float | None = None) -> int:
     """`verify-mesh`: run a mesh config, write verify.csv, print the matrix; the exit code."""
-    from harness import mesh
+    from harness import mesh, store
     from harness.config import ConfigError, packaged, seconds
-    from harness.results import matrix, problems, summary_line, write_csv
+    from harness.results import matrix, problems, summary_line
 
     cfg = mesh.load(config if config else packaged(DEFAULT_CONFIG))
     for flag, got, allowed in (("--framework", frameworks, mesh.FRAMEWORKS),
@@ -241,15 +238,15 @@ def command(*, config: str | None, out_dir: Path, frameworks: Sequence[str] = ()
     try:
         rows += verify(cfg, [c for c in cells if installed(c.framework)], limit, done)
     except KeyboardInterrupt:  # the groups are killed on the way out; keep what finished
-        write_csv(rows + done, out_dir / VERIFY_FILE)
-        print(f"matmul-harness: interrupted; the finished cells are in {out_dir / 'verify.csv'}",
+        store.write_rows(out_dir, rows + done)
+        print(f"matmul-harness: interrupted; the finished cells are in {out_dir / VERIFY_FILE}",
               file=sys.stderr)
         return 130
-    write_csv(rows, out_dir / VERIFY_FILE)
+    store.write_rows(out_dir, rows)
     print(matrix(rows))
     for line in problems(rows):
         print(line)
-    print(f"results: {out_dir / 'verify.csv'}")
+    print(f"results: {out_dir / VERIFY_FILE}")
     print(summary_line(rows))
     return 1 if any(r.status in ("fail", "error") for r in rows) else 0
 

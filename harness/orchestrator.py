@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
 
@@ -62,6 +62,19 @@ _BOOT = ("import sys; sys.path[:] = sys.argv[3:]; "
 _EOF = object()  # a reader's last message: the worker's end of the pipe is closed
 
 Progress = Callable[[int, int, str], None]
+Message = TypeVar("Message")
+
+
+def drain(inbox: queues.Queue[Message], until: float) -> list[Message]:
+    """What `inbox` holds: the first message waited for until the monotonic time `until`
+    (at most MAX_WAIT_S), then whatever else came, without waiting. Both executors' loops
+    wake here, at a deadline or with news."""
+    got: list[Message] = []
+    with contextlib.suppress(queues.Empty):
+        got.append(inbox.get(timeout=min(MAX_WAIT_S, max(0.0, until - time.monotonic()))))
+        while True:
+            got.append(inbox.get_nowait())
+    return got
 
 
 def _worker_path() -> list[str]:
@@ -249,13 +262,7 @@ class Runner:
 
     def _step(self, active: list[_Worker], queue: deque[_Group]) -> None:
         nearest = min(min(w.deadline for w in active), self._end)
-        wait_s = min(MAX_WAIT_S, max(0.0, nearest - time.monotonic()))
-        got: list[tuple[_Worker, Any]] = []
-        with contextlib.suppress(queues.Empty):
-            got.append(self._inbox.get(timeout=wait_s))
-            while True:
-                got.append(self._inbox.get_nowait())
-        for w, msg in got:
+        for w, msg in drain(self._inbox, nearest):
             if w not in active:  # a worker already stopped: its end of pipe, or late words
                 continue
             if msg is _EOF:
@@ -286,15 +293,15 @@ class Runner:
                 # (a worker with cells left is computing its next one)
                 self._refs.threads = max(1, _cores() - sum(1 for a in active if a.pending))
                 rows = judge(cell, unspill(msg["outputs"]), msg["errors"], w.adapter,
-                             msg["precision"], w.version, self.config.seed, self._refs,
+                             msg["compute"], w.version, self.config.seed, self._refs,
                              self.config.check, flags=w.flags)
             except Exception as exc:  # e.g. MemoryError building a huge reference
                 rows = uniform_rows(cell, "error", "harness could not check the results: "
                                    f"{describe(exc)}", w.version, w.adapter,
-                                   msg["precision"], flags=w.flags)
+                                   msg["compute"], flags=w.flags)
         else:
             rows = uniform_rows(cell, msg["status"], msg["reason"], w.version, w.adapter,
-                                msg["precision"], flags=w.flags)
+                                msg["compute"], flags=w.flags)
             # e.g. no GPU: the reference this cell was counted for is needed once less
             self._refs.release(cell.case, cell.dtype, check_of(cell, self.config.check))
         self._emit(rows, w.framework)

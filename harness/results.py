@@ -36,14 +36,14 @@ class Row:
     max_abs_err: float  # max |got - ref| over the elements (NaN when not compared)
     ratio: float  # max |got - ref| / bound: the fraction of the allowed error used
     k_eff: int  # length of each element's sum, which the bound grows with
-    precision: str  # float32 matmul mode the framework ran in: ieee, tf32, bf16, bf16x3
+    precision: str  # the compute mode of a float32 product: ieee, tf32, bf16, bf16x3
     framework_version: str
     # Added by the precision forensics; files written before them read with these defaults.
     precision_mode: str = "pinned"  # pinned (full precision forced) or default (as shipped)
     effective_bits: float = float("nan")  # -log2(rms(got - ref) / rms(ref))
     nominal_bits: int = 0  # the dtype's mantissa bits (24 for float32)
     bias: float = float("nan")  # β = Re Σ(got - ref)·conj(ref) / Σ|ref|²
-    note: str = ""  # flags: precision below the recorded mode, known divergences
+    note: str = ""  # effective bits below the compute mode's bound, known divergences
     precision_flags: str = ""  # the framework settings behind `precision` (TF32 switches...)
     check: str = ""  # full or sampled (harness/sampled.py); empty in files from before it
     # Added by sharded and merged runs; older files read with "" (the folder's run.json

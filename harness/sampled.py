@@ -94,7 +94,7 @@ def _num(v: complex | float) -> str:
 
 
 def check_sampled(quantity: str, got: np.ndarray, s: Sample, dtype: DType, params: BoundParams,
-                  precision: str = "ieee") -> Outcome:
+                  compute: str = "ieee") -> Outcome:
     """Compare one quantity with its sampled reference; the Outcome of `checks.check`."""
     if tuple(np.shape(got)) != s.final:
         return _fail(f"{quantity}: shape {tuple(np.shape(got))}, expected {s.final}")
@@ -114,18 +114,18 @@ def check_sampled(quantity: str, got: np.ndarray, s: Sample, dtype: DType, param
             return _fail(f"{quantity}: NaN/Inf at {bad} (got {_num(g2[bad])}); every "
                          "element of the reference is finite")
     got_rows, got_cols = g2[..., s.rows, :], g2[..., :, s.cols]
-    parts = [_elements(quantity, got_rows, ref.rows, ref.rows_mag, dtype, params, precision,
+    parts = [_elements(quantity, got_rows, ref.rows, ref.rows_mag, dtype, params, compute,
                        s.rows, -2, s.shape),
-             _elements(quantity, got_cols, ref.cols, ref.cols_mag, dtype, params, precision,
+             _elements(quantity, got_cols, ref.cols, ref.cols_mag, dtype, params, compute,
                        s.cols, -1, s.shape),
              _projection(quantity, got_right, ref.right, ref.right_mag, dtype, params,
-                         precision, s.right.shape[0], "Q·r", "row")]
+                         compute, s.right.shape[0], "Q·r", "row")]
     ratio = max(p[0] for p in parts)
     max_err = max(p[1] for p in parts[:2])
     got_s = np.concatenate([got_rows.ravel(), got_cols.ravel()])
     ref_s = np.concatenate([ref.rows.ravel(), ref.cols.ravel()])
     mag_s = np.concatenate([ref.rows_mag.ravel(), ref.cols_mag.ravel()])
-    allowed_s = bound(ref_s, mag_s, dtype, params, precision)
+    allowed_s = bound(ref_s, mag_s, dtype, params, compute)
     stats = statistics(got_s.astype(ref_s.dtype), ref_s, mag_s, allowed_s, dtype, params.k_eff)
     if ratio <= 1.0:
         return Outcome("pass", "", max_err, ratio, *stats)
@@ -146,13 +146,13 @@ def _first_nonfinite(a: np.ndarray) -> tuple[int, ...] | None:
 
 
 def _elements(quantity: str, got: np.ndarray, ref: np.ndarray, scale: np.ndarray,
-              dtype: DType, p: BoundParams, precision: str, picked: np.ndarray, axis: int,
+              dtype: DType, p: BoundParams, compute: str, picked: np.ndarray, axis: int,
               shape: tuple[int, ...]) -> tuple[float, float, str]:
     """(ratio, max |err|, reason) of sampled rows (axis -2) or columns (axis -1)."""
     if ref.size == 0:
         return 0.0, 0.0, ""
     err = np.abs(got.astype(ref.dtype) - ref)
-    allowed = bound(ref, scale, dtype, p, precision)
+    allowed = bound(ref, scale, dtype, p, compute)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.divide(err, allowed, out=np.zeros_like(err), where=err != 0)
         ratios[(err != 0) & (allowed == 0)] = np.inf
@@ -169,12 +169,12 @@ def _elements(quantity: str, got: np.ndarray, ref: np.ndarray, scale: np.ndarray
 
 
 def _projection(quantity: str, got: np.ndarray, ref: np.ndarray, mag: np.ndarray,
-                dtype: DType, p: BoundParams, precision: str, n: int, what: str,
+                dtype: DType, p: BoundParams, compute: str, n: int, what: str,
                 along: str) -> tuple[float, float, str]:
     """(ratio, |err|, reason) of one projection against its projected bound."""
     err = np.abs(got - ref)
     unit = mag / n  # the mean |r_j|·S_ij: ‖r‖₁ = n for ±1 vectors
-    allowed = np.broadcast_to(n * bound(unit, unit, dtype, p, precision) + (
+    allowed = np.broadcast_to(n * bound(unit, unit, dtype, p, compute) + (
         2.0 * phi(p.k_eff + n, complex_=dtype.is_complex) * U_REF * mag), err.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.divide(err, allowed, out=np.zeros_like(err), where=err != 0)
@@ -190,13 +190,13 @@ def _projection(quantity: str, got: np.ndarray, ref: np.ndarray, mag: np.ndarray
 
 
 def weighted_bound(weight: np.ndarray, s: Sample, dtype: DType, p: BoundParams,
-                   precision: str) -> float:
+                   compute: str) -> float:
     """An upper bound of `Σ |weight|·bound` over every element (for the adjoint check).
 
     `|ref| <= S` and Cauchy-Schwarz `S_ij <= Σ_terms ‖A_i,:‖·‖B_:,j‖` make it
     `(c_out·u_out + s·growth)·Σ_terms aᵀ·|w|·b + K_eff·η·Σ|w|`: O(size), no product.
     """
     total, w_sum = weighted_norms(np.reshape(weight, s.shape), s.ref.norms)
-    one = bound(np.ones(1), np.ones(1), dtype, BoundParams(p.k_eff, p.b_red), precision)
+    one = bound(np.ones(1), np.ones(1), dtype, BoundParams(p.k_eff, p.b_red), compute)
     eta = p.k_eff * dtype.eta
     return (float(one[0]) - eta) * total + eta * w_sum

@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,8 @@ def write_run(out_dir: Path, cfg: Config, rows: Sequence[Row], started: float,
     """run.json, atomically: what ran, where, with which framework versions and modes;
     `extra` adds entries (the Ray executor's placements)."""
     versions = {r.framework: r.framework_version for r in rows if r.framework_version}
-    precisions = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
+    # each label and dtype's compute mode (ieee, tf32...), under run.json's older key name
+    computes = sorted({f"{r.label} {r.dtype}: {r.precision}" for r in rows if r.precision})
     meta = {
         "harness_version": __version__,
         "config": cfg.source,
@@ -276,10 +277,16 @@ def write_run(out_dir: Path, cfg: Config, rows: Sequence[Row], started: float,
         "resumed": list(record.resumed),
         "wall_s": round(time.time() - started, 3),  # the last session's
         "framework_versions": versions,
-        "precision_modes": precisions,
+        "precision_modes": computes,
         "system": system_info(),
         **(extra or {}),
     }
+    write_run_file(out_dir, meta)
+
+
+def write_run_file(out_dir: Path, meta: Mapping[str, object]) -> None:
+    """run.json, atomically, holding `meta` as given: the one writer of the file, for a
+    verify run's record (`write_run`) and a merged folder's (`harness.merge`)."""
     atomic_write(out_dir / RUN_FILE, json.dumps(meta, indent=2) + "\n")
 
 

@@ -126,16 +126,16 @@ def _run_cell(cell: Cell, cls: type[Adapter], adapter: Adapter, version: str,
         cell.device)
     if reason:
         return uniform_rows(cell, "skip", reason, version, cls)
-    precision = adapter.precision(cell.device, cell.dtype)
+    compute = adapter.precision(cell.device, cell.dtype)
     dtype = get(cell.dtype)
     try:
         outputs, errors = adapter.run_all(make_inputs(cell.case, dtype, seed),
                                           make_tangents(cell.case, dtype, seed), cell.device)
     except AdapterUnavailable as exc:
-        return uniform_rows(cell, "skip", str(exc), version, cls, precision)
+        return uniform_rows(cell, "skip", str(exc), version, cls, compute)
     except Exception as exc:
-        return uniform_rows(cell, "error", describe(exc), version, cls, precision)
-    return judge(cell, outputs, errors, cls, precision, version, seed)
+        return uniform_rows(cell, "error", describe(exc), version, cls, compute)
+    return judge(cell, outputs, errors, cls, compute, version, seed)
 
 
 def _version(adapter: Adapter) -> str:

@@ -1,4 +1,4 @@
-"""The per-element error bound, derived from dtype, shape and precision mode (docs/numerics.md).
+"""The per-element error bound, derived from dtype, shape and compute mode (docs/numerics.md).
 
     |got - ref| <= c_out*u_out*|ref|
                  + s*[2*u_in + phi(K_eff)*(u_acc + u_ref) + [B_red > 1]*B_red*u_out]*S
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.cases import Geometry
-from harness.dtypes import PRECISION_U_IN, DType
+from harness.dtypes import COMPUTE_U_IN, DType
 
 C_OUT = 3.0
 S_FACTOR = 2.0
@@ -69,10 +69,10 @@ def bound(
     scale: np.ndarray,
     dtype: DType,
     p: BoundParams,
-    precision: str = "ieee",
+    compute: str = "ieee",
 ) -> np.ndarray:
     """Allowed |got - ref| per element."""
-    u_in = PRECISION_U_IN[precision] if dtype.name in ("float32", "complex64") else 0.0
+    u_in = COMPUTE_U_IN[compute] if dtype.name in ("float32", "complex64") else 0.0
     growth = (
         2.0 * u_in
         + phi(-(-p.k_eff // max(p.parts, 1)), complex_=dtype.is_complex) * (dtype.u_acc + U_REF)

@@ -10,7 +10,7 @@ stdout and stderr going to a log file from its first instruction, the job (a pic
 
     {"event": "hello", "version": str, "flags": str}  # flags: the precision settings
     {"event": "cell", "index": int, "status": "ok" | "skip" | "error",
-     "reason": str, "precision": str, "outputs": {"Y": ndarray, "dX": ..., "dW": ...,
+     "reason": str, "compute": str, "outputs": {"Y": ndarray, "dX": ..., "dW": ...,
      "dY": ..., "d2W": ...}, "errors": {quantity: reason}}
 
 Y, dX and dW come from one reverse-mode run; dY (forward mode) and d2W (second order),
@@ -95,11 +95,11 @@ def serve(job: Job, conn: Connection) -> None:
         if task.device not in device_reasons:
             device_reasons[task.device] = adapter.device_reason(task.device)
         reason = device_reasons[task.device]
-        msg: dict[str, Any] = {"event": "cell", "index": task.index, "precision": ""}
+        msg: dict[str, Any] = {"event": "cell", "index": task.index, "compute": ""}
         if reason is not None:
             msg.update(status="skip", reason=reason)
         else:
-            msg["precision"] = adapter.precision(task.device, task.dtype)
+            msg["compute"] = adapter.precision(task.device, task.dtype)
             try:
                 dtype = get(task.dtype)
                 outputs, errors = adapter.run_all(make_inputs(task.case, dtype, seed),

@@ -1,8 +1,8 @@
 """The architecture as a test: the rules of docs/architecture.md, read from the AST.
 
 Nothing is imported: each module of `harness/` is parsed, its imports (module level and
-inside functions alike, `importlib.import_module("name")` included) are collected, and the
-four rules are checked on that graph:
+inside functions alike, `importlib.import_module("name")` included) are collected with its
+calls that write files, and the five rules are checked:
 
 1. the orchestrator side (cli, orchestrator, plan, store) loads no framework at import time;
 2. adapters import neither the CLI, the runner (orchestrator, worker), the bench nor the
@@ -11,7 +11,9 @@ four rules are checked on that graph:
    framework runners (adapters, the mesh runners) call their framework's product for the
    forward under test but never transpose (their gradients come from autodiff);
 4. the report imports no adapter, worker, selftest, reference, orchestrator or judge: it
-   reads result files only.
+   reads result files only;
+5. only the store writes a verify run's files (config.json, the partial log, verify.csv,
+   run.json): every other module that makes them (verify, merge, verify-mesh) calls it.
 
 A planted violation in a throw-away copy of the tree proves each rule can fail.
 """
@@ -49,6 +51,12 @@ PRODUCT_CALLS = ("matmul", "einsum", "tensordot", "matvec", "vecmat")
 # None today: the last one (harness/sampled.py's hand-written magnitude product) moved into
 # harness.reference.weighted_norms.
 KNOWN: frozenset[tuple[str, str]] = frozenset()
+# Rule 5: the files of a verify run folder, by their names in harness.runfiles and on disk,
+# the calls that write a file, and the one module that may make them write those.
+STORE_FILES = {"CONFIG_FILE": "config.json", "PARTIAL_FILE": "verify.partial.jsonl",
+               "VERIFY_FILE": "verify.csv", "RUN_FILE": "run.json"}
+WRITE_CALLS = ("write_csv", "atomic_write", "write_text", "write_bytes")
+STORE = "harness.store"
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class Module:
     name: str  # dotted
     imports: tuple[Import, ...]
     formulas: tuple[tuple[str, str], ...]  # (what, message) of each product or transpose
+    writes: tuple[str, ...]  # a message for each write of a store's file (rule 5)
 
 
 def modules(root: Path) -> list[Module]:
@@ -85,7 +94,8 @@ def modules(root: Path) -> list[Module]:
 @functools.cache
 def _analyse(name: str, text: str, is_package: bool) -> Module:
     tree = ast.parse(text, name)
-    return Module(name, tuple(_imports_of(tree, name, is_package)), tuple(_formulas(tree, name)))
+    return Module(name, tuple(_imports_of(tree, name, is_package)), tuple(_formulas(tree, name)),
+                  tuple(_store_writes(tree, name)))
 
 
 def imports(root: Path) -> Iterator[Import]:
@@ -187,6 +197,7 @@ def violations(root: Path, known: frozenset[tuple[str, str]] = KNOWN) -> list[st
         if (_is(imp.module, ("harness.report",)) and _is(target, REPORT_FORBIDDEN)  # 4
                 and target != REGISTRY):
             out.append(f"{imp.module}:{imp.line} (the report) imports {target}")
+    out += [line for m in mods for line in m.writes]  # rule 5
     found = [(m.name, what, line) for m in mods for what, line in m.formulas]  # rule 3
     out += [line for name, what, line in found if (name, what) not in known]
     out += [f"{name}: listed as a known exception ({what}) but no longer one: remove it "
@@ -209,6 +220,38 @@ def _formulas(tree: ast.Module, name: str) -> Iterator[tuple[str, str]]:
         if runner and _transpose(node):
             yield "transpose", (f"{name}:{node.lineno} (a framework runner) transposes: "
                                 "gradients come from autodiff")
+
+
+def _store_writes(tree: ast.Module, name: str) -> Iterator[str]:
+    """A message for each call that writes a verify run's file outside the store: a
+    write_csv/atomic_write whose arguments name one, or a path naming one written with
+    write_text/write_bytes."""
+    if name == STORE:
+        return
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        called = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+        if called not in WRITE_CALLS:
+            continue
+        where: list[ast.AST] = [*node.args, *(k.value for k in node.keywords)]
+        if called in ("write_text", "write_bytes") and isinstance(f, ast.Attribute):
+            where = [f.value]
+        named = sorted({file for part in where for file in _files_named(part)})
+        if named:
+            yield (f"{name}:{node.lineno} writes {', '.join(named)} itself: a run folder's "
+                   "files are written by harness.store")
+
+
+def _files_named(node: ast.AST) -> Iterator[str]:
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name | ast.Attribute):
+            key = inner.id if isinstance(inner, ast.Name) else inner.attr
+            if key in STORE_FILES:
+                yield STORE_FILES[key]
+        elif isinstance(inner, ast.Constant) and inner.value in STORE_FILES.values():
+            yield str(inner.value)
 
 
 def _product(node: ast.AST, from_reference: set[str]) -> str:
@@ -264,6 +307,12 @@ PLANTED = {
     "an adapter transposing": ("harness/adapters/torch.py", "def f(w):\n    return w.mT\n"),
     "a mesh runner swapping axes": (
         "harness/sharded/jax_mesh.py", "def f(w):\n    return w.swapaxes(-1, -2)\n"),
+    "merge writes verify.csv itself": (
+        "harness/merge.py", "def f(rows, out):\n    write_csv(rows, out / runfiles.VERIFY_FILE)\n"),
+    "verify-mesh writes its rows by the file's literal name": (
+        "harness/mesh_run.py", "def f(rows, out):\n    atomic_write(out / 'verify.csv', '')\n"),
+    "the CLI writes run.json through pathlib": (
+        "harness/cli.py", "def f(out):\n    (out / RUN_FILE).write_text('{}')\n"),
 }
 
 # Patterns the rules allow, which a too-eager checker would flag.
@@ -276,6 +325,10 @@ ALLOWED = {
         "harness/adapters/numpy.py", "def f(a, b):\n    return a @ b.T\n"),
     "the judge calls the reference's function by name": (
         "harness/judge.py", "from harness.reference import matvec\nz = matvec(1, 2)\n"),
+    "merge reads run.json": (
+        "harness/merge.py", "def f(p):\n    return (p / runfiles.RUN_FILE).read_text()\n"),
+    "the selftest writes its own file": (
+        "harness/selftest.py", "def f(p):\n    atomic_write(p / SELFTEST_FILE, '')\n"),
 }
 
 

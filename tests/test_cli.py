@@ -209,3 +209,14 @@ def test_a_script_without_a_main_guard_can_run_verify(tmp_path: Path) -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == "12 passed, 0 failed, 36 skipped, 0 errors"
+
+
+def test_every_subcommand_has_one_handler() -> None:
+    """The dispatcher's table and the parser name the same commands: a subcommand added to
+    one and not the other fails here, not at a user's first call."""
+    import argparse
+
+    from harness import cli
+
+    (sub,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == set(cli._HANDLERS)

@@ -9,7 +9,7 @@ import pytest
 
 from harness.adapters import Adapter, load, registry
 from harness.cases import Case, make_inputs, make_tangents
-from harness.dtypes import DEVICES, DTYPES, PRECISION_U_IN, get
+from harness.dtypes import COMPUTE_U_IN, DEVICES, DTYPES, get
 from harness.judge import judge, quantities
 from harness.plan import Cell
 
@@ -52,7 +52,7 @@ def test_instance_reports_version_threads_and_precision(name: str) -> None:
     assert a.threads() >= 1
     assert a.device_reason("cpu") is None
     for dtype in supported(name):
-        assert a.precision("cpu", dtype) in PRECISION_U_IN
+        assert a.precision("cpu", dtype) in COMPUTE_U_IN
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -260,3 +260,18 @@ def test_resume_of_a_missing_folder_creates_nothing(tmp_path: Path, capsys) -> N
     assert main(["verify", "--resume", str(missing)]) == 2
     assert f"--resume {missing}: no such folder" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_drain_takes_everything_queued_and_never_waits_past_its_deadline() -> None:
+    """Both executors' loops wake in orchestrator.drain: all the news at once, an empty list
+    at a deadline already past, and no OverflowError for a run without a limit."""
+    import queue
+
+    from harness.orchestrator import drain
+
+    inbox: queue.Queue[int] = queue.Queue()
+    for i in range(5):
+        inbox.put(i)
+    assert drain(inbox, float("inf")) == [0, 1, 2, 3, 4]  # inf: capped, and news is there
+    assert drain(inbox, time.monotonic() - 1.0) == []
+    assert inbox.empty()

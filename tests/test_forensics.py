@@ -26,12 +26,12 @@ from tests.conftest import need
 BIG = Case("square_64", (64, 64), (64, 64))
 
 
-def _rows(adapter: Any, case: Case, dtype: str, precision: str = "ieee") -> dict[str, Any]:
+def _rows(adapter: Any, case: Case, dtype: str, compute: str = "ieee") -> dict[str, Any]:
     a = adapter()
     out, errors = a.run_all(make_inputs(case, get(dtype), 0),
                             make_tangents(case, get(dtype), 0), "cpu")
     rows = judge(Cell(adapter.name, "pinned", "cpu", dtype, case), out, errors, adapter,
-                 precision, "", 0)
+                 compute, "", 0)
     return {r.quantity: r for r in rows}
 
 
@@ -92,12 +92,12 @@ class TF32Inputs(NumpyAdapter):
 
 
 def test_a_silent_tf32_downgrade_is_visible_as_effective_bits() -> None:
-    as_ieee = _rows(TF32Inputs, BIG, "float32", precision="ieee")
+    as_ieee = _rows(TF32Inputs, BIG, "float32", compute="ieee")
     assert as_ieee["Y"].status == "fail"
     assert 9 < as_ieee["Y"].effective_bits < 13 and as_ieee["Y"].nominal_bits == 24
     assert "effective precision" in as_ieee["Y"].note and "ieee float32" in as_ieee["Y"].note
     # recorded honestly as TF32, the same numbers pass under TF32's tolerance, unflagged
-    as_tf32 = _rows(TF32Inputs, BIG, "float32", precision="tf32")
+    as_tf32 = _rows(TF32Inputs, BIG, "float32", compute="tf32")
     assert as_tf32["Y"].status == "pass" and as_tf32["Y"].note == ""
 
 

@@ -186,3 +186,32 @@ def test_mesh_modules_load_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_mesh_row_is_a_verify_row_of_its_layout() -> None:
+    """mesh_run.make_row builds through judge.make_row: generated cells, reasons and
+    outcomes land in the columns a mesh row has always used."""
+    from harness.checks import Outcome
+    from harness.config import packaged
+
+    rng = np.random.default_rng(5)
+    cells = mesh.plan(mesh.load(packaged(mesh_run.DEFAULT_CONFIG)))
+    pieces = ["a", "b  c", "\n", "\t", "Traceback:\n    File", ""]
+    for i in range(200):
+        cell = cells[int(rng.integers(len(cells)))]
+        reason = "".join(pieces[int(j)] for j in rng.integers(len(pieces), size=5))
+        o = None if i % 3 == 0 else Outcome("fail", reason, float(rng.random()),
+                                            float(rng.random()), 20.5, -0.25)
+        row = mesh_run.make_row(cell, "dX", "fail", reason, "2.5", o, i, "n")
+        assert (row.framework, row.device, row.dtype, row.case) == (
+            cell.framework, cell.device, cell.dtype, cell.label)
+        assert row.x_shape == "x".join(map(str, cell.case.x))
+        assert (row.precision, row.precision_mode, row.k_eff, row.note) == (
+            "ieee", "pinned", i, "n")
+        assert row.reason == " ".join(reason.split())
+        assert row.nominal_bits == get(cell.dtype).nominal_bits
+        if o is None:
+            assert np.isnan(row.max_abs_err) and np.isnan(row.bias)
+        else:
+            assert (row.max_abs_err, row.ratio, row.effective_bits, row.bias) == (
+                o.max_abs_err, o.ratio, 20.5, -0.25)

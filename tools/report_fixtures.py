@@ -86,11 +86,11 @@ def write_verify(folder: Path, machine: str, *, cpu: str = "AMD EPYC 7B13",
                             else "ieee", VERSIONS[fw]))
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(rows, folder / "verify.csv")
-    precisions = sorted({f"{r.framework}:{r.device}:{r.precision}" for r in rows
-                         if r.status != "skip"})
+    computes = sorted({f"{r.framework}:{r.device}:{r.precision}" for r in rows
+                       if r.status != "skip"})
     meta = {"harness_version": "0.1.0", "config": "quick.yaml", "seed": 0,
             "started": started, "wall_s": 12.5, "framework_versions": dict(VERSIONS),
-            "precision_modes": precisions, "system": system(machine, cpu, gpus, cores)}
+            "precision_modes": computes, "system": system(machine, cpu, gpus, cores)}
     (folder / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

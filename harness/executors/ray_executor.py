@@ -35,10 +35,10 @@ from harness.config import Config
 from harness.executors import RAY_INSTALL_HINT, ExecutorError, Settings
 from harness.judge import uniform_rows
 from harness.orchestrator import (
-    MAX_WAIT_S,
     STARTUP_TIMEOUT_S,
     Progress,
     _worker_path,
+    drain,
     timeout_reason,
 )
 from harness.plan import Cell, Key, row_key
@@ -266,13 +266,7 @@ class RayRunner:
     def _step(self, active: list[_Task]) -> None:
         started = [t.heard + self._silence_limit() for t in active if t.info]
         nearest = min([self._end, *started])
-        wait_s = min(MAX_WAIT_S, max(0.0, nearest - time.monotonic()))
-        got: list[tuple[_Task, Any]] = []
-        with contextlib.suppress(queues.Empty):
-            got.append(self._inbox.get(timeout=wait_s))
-            while True:
-                got.append(self._inbox.get_nowait())
-        for task, msg in got:
+        for task, msg in drain(self._inbox, nearest):
             if task not in active:  # cancelled already: late words
                 continue
             task.heard = time.monotonic()

@@ -150,7 +150,7 @@ def correctness_section(data: Loaded, corr: pd.DataFrame, machines: list[str]) -
     skips = tables.skip_reasons(data.table)
     if skips:
         s.lists.append(("Skipped, and why", skips))
-    notes = tables.precision_notes(data.table)
+    notes = tables.verify_notes(data.table)
     if notes:
         s.lists.append(("Precision notes", notes))
     s.notes += _missing_frameworks(data)

@@ -188,8 +188,9 @@ def skip_reasons(table: pd.DataFrame) -> list[str]:
             for (m, fw, dev, mode, why), n in g.items()]
 
 
-def precision_notes(table: pd.DataFrame) -> list[str]:
-    """verify's notes (precision below the recorded mode, known divergences), grouped."""
+def verify_notes(table: pd.DataFrame) -> list[str]:
+    """verify's notes (effective bits below the compute mode's bound, known divergences),
+    grouped."""
     v = table[(table["source"] == "verify") & (table["note"].fillna("") != "")]
     g = v.groupby(["machine", "framework", "device", "mode", "dtype", "note"],
                   sort=False).size()
