@@ -47,7 +47,7 @@ def _old_flag(got: np.ndarray, ref: np.ndarray, u: float) -> bool:
 def _kernels(x: np.ndarray, w: np.ndarray, g: np.ndarray, tx: np.ndarray, tw: np.ndarray,
              v: np.ndarray, dt: np.dtype) -> dict[str, dict[str, np.ndarray]]:
     """Each kernel's Y, dX, dW, dY, d2W before the final rounding (float64 arrays)."""
-    from harness.reference import matmul_vjp
+    from harness.reference import matmul_grads, matmul_vjp
 
     wide = [a.astype(np.float64) for a in (x, w, g, tx, tw, v)]
     x6, w6, g6, tx6, tw6, v6 = wide
@@ -64,18 +64,7 @@ def _kernels(x: np.ndarray, w: np.ndarray, g: np.ndarray, tx: np.ndarray, tw: np
 
     # matmul_vjp in float32 with each batch's product rounded to the dtype: partials
     def partial_vjp(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
-        from harness.reference import _mH, sum_to_shape
-
-        a2 = a[None, :] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        c2 = c
-        if a.ndim == 1:
-            c2 = np.expand_dims(c2, -2 if b.ndim > 1 else 0)
-        if b.ndim == 1:
-            c2 = np.expand_dims(c2, -1)
-        da = sum_to_shape(rnd(np.matmul(c2, _mH(b2))), a2.shape).reshape(a.shape)
-        db = sum_to_shape(rnd(np.matmul(_mH(a2), c2)), b2.shape).reshape(b.shape)
-        return np.matmul(a, b), da, db
+        return (np.matmul(a, b), *matmul_grads(a, b, c, each=rnd))
 
     part = dict(zip(("Y", "dX", "dW"), partial_vjp(f[0], f[1], f[2]), strict=True))
     part["dY"] = rnd(np.matmul(f[3], f[1])) + rnd(np.matmul(f[0], f[4]))

@@ -23,7 +23,7 @@ docs/checking-at-scale.md derives what each costs and how exact it is.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +61,14 @@ def matmul_vjp(
     return (np.matmul(x, w), *matmul_grads(x, w, g))
 
 
-def matmul_grads(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(dX, dW)` alone: the backward pass, with no forward product."""
+def matmul_grads(
+    x: np.ndarray, w: np.ndarray, g: np.ndarray,
+    each: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(dX, dW)` alone: the backward pass, with no forward product. `each`, if given, is
+    applied to every batch's product before the broadcast reduction: a model of a kernel
+    that rounds its partial products to the dtype (benchmarks/bias_null.py)."""
+    keep = each or (lambda a: a)
     x2 = x[None, :] if x.ndim == 1 else x
     w2 = w[:, None] if w.ndim == 1 else w
     g2 = g
@@ -70,8 +76,8 @@ def matmul_grads(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarra
         g2 = np.expand_dims(g2, -2 if w.ndim > 1 else 0)
     if w.ndim == 1:
         g2 = np.expand_dims(g2, -1)
-    dx = sum_to_shape(np.matmul(g2, _mH(w2)), x2.shape)
-    dw = sum_to_shape(np.matmul(_mH(x2), g2), w2.shape)
+    dx = sum_to_shape(keep(np.matmul(g2, _mH(w2))), x2.shape)
+    dw = sum_to_shape(keep(np.matmul(_mH(x2), g2)), w2.shape)
     return dx.reshape(x.shape), dw.reshape(w.shape)
 
 

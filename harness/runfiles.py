@@ -90,6 +90,22 @@ class Detection:
     def label(self) -> str:
         return f"{self.detected}/{self.trials}" if self.applies else "n/a"
 
+    @property
+    def shortfall(self) -> str | None:
+        """What this row falls short by, in the one wording the selftest, its sampled table
+        and the report print: a false alarm on the control, or a required bug not caught
+        every time; None when it keeps its promise (or the bug cannot occur)."""
+        if not self.applies:
+            return None
+        if self.control:
+            return (f"false alarm: the correct {self.dtype} result at {self.case} was "
+                    f"flagged {self.detected}/{self.trials} times") if self.detected else None
+        if self.required and self.detected < self.trials:
+            return (f"{self.bug} in {self.dtype} at {self.case} caught only "
+                    f"{self.detected}/{self.trials} times; the checker must catch it every "
+                    "time")
+        return None
+
 
 @dataclass(frozen=True)
 class FDResult:

@@ -222,16 +222,7 @@ def required(bug: Bug, dtype: str) -> bool:
 
 def verdict(results: list[Detection]) -> list[str]:
     """What fell short: a required detection below 100%, or any false alarm."""
-    problems = []
-    for r in results:
-        if not r.applies:
-            continue
-        if r.control and r.detected:
-            problems.append(f"false alarm: the correct {r.dtype} result flagged "
-                            f"{r.detected}/{r.trials} times")
-        elif r.required and r.detected < r.trials:
-            problems.append(f"{r.bug} in {r.dtype} caught only {r.detected}/{r.trials}")
-    return problems
+    return [line for r in results if (line := r.shortfall)]
 
 
 FD_MAX_ELEMENTS = 400  # finite differences cost two loss evaluations per input element

@@ -69,17 +69,7 @@ def table(results: list[tuple[Bug, Detection]]) -> str:
 
 def problems(results: list[tuple[Bug, Detection]]) -> list[str]:
     """A required detection below 100%, or a false alarm, in the sampled check."""
-    out = []
-    for b, r in results:
-        if not r.applies:
-            continue
-        if r.control and r.detected:
-            out.append(f"sampled check: false alarm on the correct {r.dtype} result at "
-                       f"{b.case.label} ({r.detected}/{r.trials})")
-        elif r.required and r.detected < r.trials:
-            out.append(f"sampled check: {r.bug} in {r.dtype} at {b.case.label} caught only "
-                       f"{r.detected}/{r.trials}")
-    return out
+    return [f"sampled check: {line}" for _, r in results if (line := r.shortfall)]
 
 
 def write(results: list[tuple[Bug, Detection]], out_dir: Path) -> None:

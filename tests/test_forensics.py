@@ -185,7 +185,9 @@ def test_selftest_verdict_reports_a_blind_spot() -> None:
     results = selftest.sensitivity(trials=2)
     blind = [r if r.bug != "missing transpose" or r.dtype != "float32"
              else dataclasses.replace(r, detected=1) for r in results]
-    assert selftest.verdict(blind) == ["missing transpose in float32 caught only 1/2"]
+    case = next(r.case for r in blind if r.bug == "missing transpose" and r.dtype == "float32")
+    assert selftest.verdict(blind) == [f"missing transpose in float32 at {case} caught only "
+                                       "1/2 times; the checker must catch it every time"]
 
 
 def test_finite_differences_validate_the_reference_and_catch_a_broken_one(

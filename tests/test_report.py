@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -336,8 +337,12 @@ def test_selftest_colours_shortfalls_and_markdown(tmp_path: Path) -> None:
                                           "bfloat16": ("partial", "4/10")}
     assert cells["missing conjugation"] == {"float32": ("skip", "n/a"),
                                             "bfloat16": ("skip", "n/a")}
-    assert "false alarm: the correct float32 result was flagged 1/10 times" in section
-    assert "missing transpose in float32 caught only 7/10 times" in section
+    alarm = planted("none (control)", "float32", 10, 1, 0, 0, True).shortfall
+    miss = planted("missing transpose", "float32", 10, 7, 0, 0, True).shortfall
+    assert alarm and alarm.startswith("false alarm: the correct float32 result at ")
+    assert alarm.endswith(" was flagged 1/10 times") and alarm in section
+    assert miss and miss.startswith("missing transpose in float32 at ") and miss in section
+    assert "caught only 7/10 times; the checker must catch it every time" in miss
     assert "1/2 gradients agree" in section
     assert "reference dW of square (float64) differs from finite differences" in section
     text = md.read_text(encoding="utf-8")
@@ -347,20 +352,21 @@ def test_selftest_colours_shortfalls_and_markdown(tmp_path: Path) -> None:
                    "missing transpose": ("❌ 7/10", "✅ 10/10"),
                    "scaling by 1+1e-3": ("✅ 10/10", "🟡 4/10"),
                    "missing conjugation": ("n/a", "n/a")}
-    assert "- false alarm: the correct float32 result was flagged 1/10 times" in text
+    assert f"- {alarm}" in text
 
 
 def test_folders_with_the_same_selftest_share_one_table(tmp_path: Path) -> None:
-    planted = _planted(tmp_path)
+    fell_short = _planted(tmp_path)
     twin = tmp_path / "twin"
     shutil.copytree(SELFTEST, twin)
     with chdir(tmp_path):
-        html, _ = build_report([SELFTEST, twin, planted], tmp_path / "out")
+        html, _ = build_report([SELFTEST, twin, fell_short], tmp_path / "out")
     s = sections(html.read_text(encoding="utf-8"))["selftest"]
     assert re.findall(r"<h3>([^<]+)</h3>", s) == ["ci-box-cpu", "laptop-cpu"]
     assert s.count("<table") == 2
     assert f"{twin / 'selftest.csv'} (ci-box-cpu)" in s  # the twin joins the first table
-    assert "laptop-cpu: missing transpose in float32 caught only 7/10" in s
+    miss = planted("missing transpose", "float32", 10, 7, 0, 0, True).shortfall
+    assert f"laptop-cpu: {miss}" in s
 
 
 def banner(html: str) -> tuple[str, str]:
@@ -691,3 +697,21 @@ def test_bench_and_report_count_the_same_flops() -> None:
     for dt, gflops in printed.items():
         assert gflops == pytest.approx(flops("512x512x512", "forward", dt) / 1e-3 / 1e9, 0.01)
     assert printed["complex64"] == pytest.approx(4 * printed["float32"], 0.01)
+
+
+def test_a_detection_falls_short_exactly_when_the_report_colours_it_fail() -> None:
+    """Detection.shortfall (the selftest's and the report's wording) and the report's red
+    cell agree on every combination of the fields they read."""
+    from harness.report.tables_selftest import detection_status
+
+    base = planted("missing transpose", "float32", 4, 4, 1.0, math.nan, True)
+    control = planted("none (control)", "float32", 4, 0, 1.0, math.nan, True)
+    seen = set()
+    for d0 in (base, control):
+        for applies, required, detected in itertools.product(
+                (True, False), (True, False), range(5)):
+            d = dataclasses.replace(d0, applies=applies, required=required, detected=detected)
+            fails = detection_status(d) == "fail"
+            assert (d.shortfall is not None) == fails, d
+            seen.add(fails)
+    assert seen == {True, False}
